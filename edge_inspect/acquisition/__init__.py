@@ -1,0 +1,1 @@
+"""Acquisition: sources that deliver strips of camera lines (camera, replay, synthetic)."""

@@ -1,0 +1,139 @@
+"""Typed configuration loaded from YAML; every problem is reported at once with its key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge_inspect.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(_Strict):
+    lines_per_frame: int = Field(64, ge=1, le=65536, description="lines in one camera frame")
+    line_rate_hz: float = Field(5000.0, gt=0, description="lines per second, paces realtime replay")
+
+
+class SegmenterConfig(_Strict):
+    mode: Literal["image", "frame"] = "image"
+    foreground_level: int = Field(40, ge=0, le=255, description="grey level above which a pixel is board")
+    enter_fraction: float = Field(0.5, gt=0, le=1, description="line foreground fraction that starts a board")
+    exit_fraction: float = Field(0.2, ge=0, le=1, description="fraction below which a line counts as gap")
+    min_gap_lines: int = Field(16, ge=1, description="gap lines needed to end a board")
+    min_board_lines: int = Field(256, ge=1, description="shorter segments are ignored as debris")
+    max_board_lines: int = Field(20000, ge=1, description="longer boards are closed and a new segment begun")
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "SegmenterConfig":
+        if self.exit_fraction > self.enter_fraction:
+            raise ValueError("exit_fraction must not exceed enter_fraction (hysteresis)")
+        if self.max_board_lines < self.min_board_lines:
+            raise ValueError("max_board_lines must be at least min_board_lines")
+        return self
+
+
+class TilingConfig(_Strict):
+    tile_size: int = Field(256, ge=16, le=1024)
+    stride: int = Field(256, ge=1, description="tile step in pixels; below tile_size tiles overlap")
+    segmenter: SegmenterConfig = SegmenterConfig()
+
+    @model_validator(mode="after")
+    def _stride(self) -> "TilingConfig":
+        if self.stride > self.tile_size:
+            raise ValueError("stride must not exceed tile_size (pixels would be skipped)")
+        if self.segmenter.min_board_lines < self.tile_size:
+            raise ValueError("segmenter.min_board_lines must be at least tile_size")
+        return self
+
+
+class OnnxRuntimeBackendConfig(_Strict):
+    type: Literal["onnxruntime"] = "onnxruntime"
+    model: Path = Path("engines/demo.onnx")
+    threads: int = Field(0, ge=0, description="intra-op threads; 0 = one per core")
+
+
+BackendConfig = Annotated[Union[OnnxRuntimeBackendConfig], Field(discriminator="type")]
+
+
+class InferenceConfig(_Strict):
+    backend: BackendConfig = OnnxRuntimeBackendConfig()
+    batch_size: int = Field(16, ge=1, le=4096)
+    max_wait_ms: float = Field(20.0, ge=0, description="a partial batch is scored after this wait")
+    ring_tiles: int = Field(256, ge=1, description="tile ring capacity, allocated once")
+
+    @model_validator(mode="after")
+    def _ring(self) -> "InferenceConfig":
+        if self.ring_tiles < self.batch_size:
+            raise ValueError("ring_tiles must be at least batch_size")
+        return self
+
+
+class DecisionConfig(_Strict):
+    calibration: Path = Path("calibration/current.yaml")
+
+
+class OutputConfig(_Strict):
+    records_dir: Path = Path("records")
+    strip_queue: int = Field(64, ge=1, description="strips buffered between acquisition and tiling")
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Strict):
+    camera: CameraConfig = CameraConfig()
+    tiling: TilingConfig = TilingConfig()
+    inference: InferenceConfig = InferenceConfig()
+    decision: DecisionConfig = DecisionConfig()
+    output: OutputConfig = OutputConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem, each naming the key path, so an operator fixes all of them at once."""
+    lines = [f"{source}: {err.error_count()} configuration problem(s):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+
+
+def load_config(path: Path | None) -> Config:
+    """Load and validate; raise ConfigError listing every problem."""
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path))) from None

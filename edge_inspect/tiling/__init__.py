@@ -1,0 +1,1 @@
+"""Tiling: band stitching, board segmentation and tile cutting."""

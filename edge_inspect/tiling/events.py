@@ -1,0 +1,57 @@
+"""What the tiling stage tells the rest of the pipeline, in line order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class TileMeta:
+    """Where a tile lies: `x` is the column of its left edge, `y` the line of its top edge
+    relative to the board's first line; `row`/`col` index the tile grid of the board."""
+
+    board_id: int
+    row: int
+    col: int
+    x: int
+    y: int
+
+
+@dataclass(frozen=True, slots=True)
+class BoardStarted:
+    board_id: int
+    start_line: int
+    t_ns: int
+
+
+@dataclass(slots=True)
+class TilesCut:
+    """Tiles of one board, ready to be copied. `write_into(out)` copies the n tile pixel blocks
+    into `out` (uint8 [n, T, T, C], e.g. ring slots) in `metas` order; it is valid only until
+    the tiler's next `push`/`flush` call, because it reads the tiler's band in place."""
+
+    board_id: int
+    metas: list[TileMeta]
+    write_into: Callable[[np.ndarray], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BoardEnded:
+    """A board is complete on the tiling side. `end_line` is exclusive. `reason` is one of
+    "gap", "max_length", "frame", "end_of_stream", "lines_lost". `incomplete` is True when lines
+    of the board were lost (dropped strips, or the board began before a gap in the line counter)."""
+
+    board_id: int
+    start_line: int
+    end_line: int
+    width: int
+    n_tiles: int
+    reason: str
+    incomplete: bool
+    t_last_ns: int
+
+
+TilingEvent = BoardStarted | TilesCut | BoardEnded
