@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_inspect.errors import ConfigError
+from edge_inspect.training.config import TrainingConfig
 
 
 class _Strict(BaseModel):
@@ -97,6 +98,7 @@ class Config(_Strict):
     decision: DecisionConfig = DecisionConfig()
     output: OutputConfig = OutputConfig()
     logging: LoggingConfig = LoggingConfig()
+    training: TrainingConfig = TrainingConfig()
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

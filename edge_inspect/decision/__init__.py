@@ -1,0 +1,1 @@
+"""Decision: tile scores to board verdicts, records and reject signals."""

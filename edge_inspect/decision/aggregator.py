@@ -1,0 +1,183 @@
+"""Per-board accumulation of tile scores into a verdict, whatever order tiles and board ends
+arrive in (they come from different threads)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_inspect.decision.calibration import Calibration
+from edge_inspect.tiling.events import BoardEnded, BoardStarted, TileMeta
+
+
+@dataclass(slots=True)
+class Verdict:
+    """One board's decision; `to_record` gives the design's board-record fields."""
+
+    board_id: int
+    source: str
+    start_line: int
+    end_line: int
+    width: int
+    n_tiles: int
+    score: float
+    verdict: str
+    reasons: list[str]
+    defects: list[dict]
+    incomplete: bool
+    t_first_line_ns: int
+    t_verdict_ns: int
+    model: str
+    calibration: str
+
+    def to_record(self) -> dict:
+        return {
+            "board_id": self.board_id, "source": self.source, "start_line": self.start_line,
+            "end_line": self.end_line, "width": self.width, "n_tiles": self.n_tiles,
+            "score": self.score, "verdict": self.verdict, "reasons": self.reasons,
+            "defects": self.defects, "incomplete": self.incomplete,
+            "t_first_line_ns": self.t_first_line_ns, "t_verdict_ns": self.t_verdict_ns,
+            "model": self.model, "calibration": self.calibration,
+        }
+
+
+@dataclass(slots=True)
+class _Board:
+    start_line: int
+    t_first_ns: int
+    metas: list[TileMeta] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    n_scored: int = 0
+    ended: BoardEnded | None = None
+
+
+class BoardAggregator:
+    """Collects scores per board and decides once the board has ended and every tile it cut
+    has been scored."""
+
+    def __init__(self, cal: Calibration, tile_size: int, model_sha256: str, source: str) -> None:
+        self.cal = cal
+        self.tile_size = tile_size
+        self.model = model_sha256[:12]
+        self.source = source
+        self._boards: dict[int, _Board] = {}
+
+    def set_calibration(self, cal: Calibration) -> None:
+        self.cal = cal
+
+    def started(self, ev: BoardStarted) -> None:
+        self._boards[ev.board_id] = _Board(ev.start_line, ev.t_ns)
+
+    def scored(self, metas: list[TileMeta], scores: np.ndarray) -> list[Verdict]:
+        """Add scores for tiles (possibly of several boards); return verdicts now complete."""
+        done: list[Verdict] = []
+        i = 0
+        while i < len(metas):
+            bid = metas[i].board_id
+            j = i
+            while j < len(metas) and metas[j].board_id == bid:
+                j += 1
+            b = self._boards[bid]
+            b.metas.extend(metas[i:j])
+            b.scores.append(scores[i:j])
+            b.n_scored += j - i
+            if b.ended is not None and b.n_scored >= b.ended.n_tiles:
+                done.append(self._decide(bid))
+            i = j
+        return done
+
+    def ended(self, ev: BoardEnded) -> list[Verdict]:
+        self._boards[ev.board_id].ended = ev
+        if self._boards[ev.board_id].n_scored >= ev.n_tiles:
+            return [self._decide(ev.board_id)]
+        return []
+
+    def abandon_open(self, reason: str) -> list[Verdict]:
+        """Shutdown with boards not fully scored: each still gets a record, rejected incomplete."""
+        out = []
+        for bid in sorted(self._boards):
+            b = self._boards[bid]
+            if b.ended is None:
+                end = b.start_line + (max((m.y for m in b.metas), default=-self.tile_size) + self.tile_size)
+                b.ended = BoardEnded(bid, b.start_line, end, 0, b.n_scored, reason, True, 0)
+            out.append(self._decide(bid, extra_reason=reason))
+        return out
+
+    @property
+    def open_boards(self) -> int:
+        return len(self._boards)
+
+    def _decide(self, bid: int, extra_reason: str | None = None) -> Verdict:
+        b = self._boards.pop(bid)
+        ev = b.ended
+        assert ev is not None  # set by ended() or abandon_open() before deciding
+        scores = np.concatenate(b.scores) if b.scores else np.zeros(0, np.float32)
+        thr = self.cal.tile_threshold
+        rule = self.cal.board_rule
+        over = scores > thr
+        if scores.size == 0:
+            board_score = float("nan")
+        elif rule.type == "max":
+            board_score = float(scores.max())
+        elif rule.type == "topk_mean":
+            k = min(rule.k, scores.size)
+            board_score = float(np.partition(scores, scores.size - k)[-k:].mean())
+        else:
+            board_score = float(over.sum())
+        reasons: list[str] = []
+        if rule.type == "count":
+            bad = board_score >= rule.min_count
+            if bad:
+                reasons.append(f"{int(board_score)} tiles over {thr:.4g} (rule: count >= {rule.min_count})")
+        else:
+            bad = scores.size > 0 and board_score > thr
+            if bad:
+                reasons.append(f"{self.cal.score} {board_score:.4g} > {thr:.4g} ({rule.type}; {int(over.sum())} tiles over)")
+        incomplete = ev.incomplete or b.n_scored < ev.n_tiles
+        if incomplete:
+            why = extra_reason or ev.reason
+            missing = ev.n_tiles - b.n_scored
+            reasons.append(f"incomplete: {why}" + (f", {missing} tiles unscored" if missing > 0 else ""))
+        if scores.size == 0 and not incomplete:
+            incomplete = True
+            reasons.append("incomplete: no tiles scored")
+        verdict = "reject" if (bad or incomplete) else "accept"
+        return Verdict(
+            board_id=bid, source=self.source, start_line=ev.start_line, end_line=ev.end_line,
+            width=ev.width, n_tiles=int(scores.size), score=board_score, verdict=verdict,
+            reasons=reasons, defects=self._regions(b.metas, scores, over),
+            incomplete=incomplete, t_first_line_ns=b.t_first_ns, t_verdict_ns=time.monotonic_ns(),
+            model=self.model, calibration=self.cal.version,
+        )
+
+    def _regions(self, metas: list[TileMeta], scores: np.ndarray, over: np.ndarray) -> list[dict]:
+        """Tiles over the threshold grouped into 8-connected regions on the tile grid, each as
+        a box in board pixels (y from the board's first line) with its peak score."""
+        hot = {(metas[i].row, metas[i].col): i for i in np.flatnonzero(over)}
+        seen: set[tuple[int, int]] = set()
+        regions = []
+        t = self.tile_size
+        for cell in sorted(hot):
+            if cell in seen:
+                continue
+            stack, members = [cell], []
+            seen.add(cell)
+            while stack:
+                r, c = stack.pop()
+                members.append(hot[(r, c)])
+                for dr in (-1, 0, 1):
+                    for dc in (-1, 0, 1):
+                        n = (r + dr, c + dc)
+                        if n in hot and n not in seen:
+                            seen.add(n)
+                            stack.append(n)
+            xs = [metas[i].x for i in members]
+            ys = [metas[i].y for i in members]
+            x0, y0 = min(xs), min(ys)
+            regions.append({
+                "x": x0, "y": y0, "w": max(xs) + t - x0, "h": max(ys) + t - y0,
+                "peak_score": float(max(scores[i] for i in members)), "tiles": len(members),
+            })
+        return regions

@@ -1,0 +1,68 @@
+"""Calibration files: the threshold and board rule that turn scores into verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge_inspect.config import format_validation_error
+from edge_inspect.errors import ConfigError
+
+
+class BoardRule(BaseModel):
+    """How tile scores make a board score: `max` (the worst tile), `topk_mean` (mean of the k
+    worst, steadier against single-tile noise) or `count` (number of tiles over the threshold)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["max", "topk_mean", "count"] = "max"
+    k: int = Field(3, ge=1, description="tiles averaged by topk_mean")
+    min_count: int = Field(1, ge=1, description="tiles over threshold that reject a board (count)")
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: str
+    created: str
+    model: str | None = Field(None, description="sha256 of the model the thresholds belong to")
+    score: str = Field(description="model output the decision uses")
+    tile_threshold: float
+    board_rule: BoardRule = BoardRule()
+    target_frr: float | None = Field(None, ge=0, le=1)
+    expected_frr: float | None = Field(None, ge=0, le=1)
+    expected_detection: float | None = Field(None, ge=0, le=1)
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _finite(self) -> "Calibration":
+        if self.tile_threshold != self.tile_threshold:
+            raise ValueError("tile_threshold is NaN")
+        return self
+
+
+def load_calibration(path: Path) -> Calibration:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: calibration file not found (decision.calibration)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: unreadable calibration: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: calibration must be a YAML mapping")
+    try:
+        return Calibration.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path))) from None
+
+
+def check_against_model(cal: Calibration, path: Path, model_sha256: str, score_names: tuple[str, ...]) -> None:
+    """Thresholds from another model are meaningless: refuse them rather than mis-sort boards."""
+    if cal.model and not model_sha256.startswith(cal.model):
+        raise ConfigError(
+            f"{path}: calibration is for model {cal.model[:12]} but the loaded model is "
+            f"{model_sha256[:12]}; recalibrate (edge-inspect calibrate) or load the matching model"
+        )
+    if cal.score not in score_names:
+        raise ConfigError(f"{path}: score {cal.score!r} is not an output of the model ({', '.join(score_names)})")

@@ -1,0 +1,75 @@
+"""Comparison of board verdicts with a synthetic scan's ground truth (from `synth`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_inspect.errors import InputDataError
+
+
+@dataclass
+class TruthComparison:
+    boards_truth: int = 0
+    defective: int = 0
+    defective_rejected: int = 0
+    large_defective: int = 0          # boards with a defect of at least min_defect_px in w and h
+    large_defective_rejected: int = 0
+    good: int = 0
+    good_rejected: int = 0
+    unmatched_verdicts: int = 0
+    missed_boards: list[int] = field(default_factory=list)   # truth boards with no verdict
+    missed_large: list[int] = field(default_factory=list)    # large-defect boards accepted
+
+    @property
+    def good_reject_rate(self) -> float:
+        return self.good_rejected / self.good if self.good else 0.0
+
+
+def truth_path_for(scan: Path) -> Path | None:
+    """`synth` writes DIR/scan.png or DIR/scan/ next to DIR/ground_truth.json."""
+    p = scan.parent / "ground_truth.json"
+    return p if p.is_file() else None
+
+
+def load_truth(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["boards"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputDataError(f"{path}: not a ground-truth file ({exc})") from None
+    return data
+
+
+def compare(records: list[dict], truth: dict, min_defect_px: int = 20) -> TruthComparison:
+    """Match each truth board to the verdict overlapping it most in lines."""
+    c = TruthComparison(boards_truth=len(truth["boards"]))
+    used: set[int] = set()
+    for tb in truth["boards"]:
+        best, best_overlap = None, 0
+        for i, r in enumerate(records):
+            overlap = min(r["end_line"], tb["end_line"]) - max(r["start_line"], tb["start_line"])
+            if overlap > best_overlap:
+                best, best_overlap = i, overlap
+        defects = tb.get("defects", [])
+        large = any(d["w"] >= min_defect_px and d["h"] >= min_defect_px for d in defects)
+        rejected = False
+        if best is None:
+            c.missed_boards.append(tb["index"])
+        else:
+            used.add(best)
+            rejected = records[best]["verdict"] == "reject"
+        if defects:
+            c.defective += 1
+            c.defective_rejected += rejected
+        else:
+            c.good += 1
+            c.good_rejected += rejected
+        if large:
+            c.large_defective += 1
+            c.large_defective_rejected += rejected
+            if not rejected:
+                c.missed_large.append(tb["index"])
+    c.unmatched_verdicts = len(records) - len(used)
+    return c

@@ -1,0 +1,1 @@
+"""Inference: the tile ring, the batcher and the scoring backends."""
