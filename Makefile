@@ -1,0 +1,41 @@
+# Two commands work on a fresh machine: `make demo` and `make test`. Each sets up .venv with
+# exactly what it needs (torch only for training/export and the tests that exercise them).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+EI     := $(VENV)/bin/edge-inspect
+DEMO   := .demo
+
+.PHONY: demo test model bench clean
+
+$(VENV)/.stamp-base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[cpu]'
+	touch $@
+
+$(VENV)/.stamp-train: $(VENV)/.stamp-base
+	$(PY) -m pip install -q -e '.[cpu,train,dev]'
+	touch $@
+
+# The main job on the embedded default: a fresh synthetic scan (boards never seen in training)
+# replayed through the shipped demo model, verdicts compared with the ground truth.
+demo: $(VENV)/.stamp-base
+	rm -rf $(DEMO)
+	$(EI) synth --out $(DEMO)/scans --boards 20 --seed 2024
+	$(EI) replay $(DEMO)/scans/scan.png --config config/demo.yaml --out $(DEMO)/records
+
+test: $(VENV)/.stamp-train
+	$(PY) -m pytest -q
+
+# Rebuilds the shipped demo model (engines/demo.onnx) and its calibration from config/demo.yaml.
+model: $(VENV)/.stamp-train
+	$(EI) synth --out $(DEMO)/train --boards 60 --defect-rate 0 --seed 1
+	$(EI) train --config config/demo.yaml --data $(DEMO)/train --out $(DEMO)/model
+	$(EI) export --model $(DEMO)/model/model.pt --out engines/demo.onnx --calibration calibration/current.yaml
+
+bench: $(VENV)/.stamp-base
+	$(EI) bench --config config/demo.yaml
+
+clean:
+	rm -rf $(VENV) $(DEMO) *.egg-info

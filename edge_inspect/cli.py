@@ -1,0 +1,75 @@
+"""The one `edge-inspect` entry point. Exit codes: 0 ok, 2 usage, 78 bad configuration,
+1 other failure; known problems are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_inspect.errors import EdgeInspectError
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML config (default: built-in defaults, paths relative to the working directory)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edge-inspect", description=__doc__.splitlines()[0])
+    ap.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
+    ap.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("replay", help="run recorded scans through the inspection pipeline")
+    p.add_argument("scans", nargs="+", type=Path, metavar="SCAN", help="scan image/.npy file or folder of frames")
+    _add_config(p)
+    p.add_argument("--out", type=Path, default=None, help="folder for boards.jsonl (default: output.records_dir)")
+    p.add_argument("--speed", choices=["max", "realtime"], default="max")
+
+    p = sub.add_parser("synth", help="make synthetic line-scan wood scans with ground truth")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--boards", type=int, default=20)
+    p.add_argument("--defect-rate", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--grey", action="store_true", help="one channel instead of RGB")
+    p.add_argument("--format", choices=["image", "frames"], default="image",
+                   help="one scan image (a) or a folder of frame files (b)")
+    p.add_argument("--lines-per-frame", type=int, default=64, help="frame height for --format frames")
+
+    p = sub.add_parser("train", help="train a model on good tiles (needs the train extra)")
+    _add_config(p)
+    p.add_argument("--data", type=Path, required=True, help="MVTec-layout folder, or good scans (file or folder)")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("export", help="export a trained checkpoint's scoring graph to ONNX")
+    p.add_argument("--model", type=Path, required=True, help="checkpoint (model.pt) from train")
+    p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    p.add_argument("--fp16", action="store_true")
+    p.add_argument("--calibration", type=Path, default=None,
+                   help="also write an initial calibration from the checkpoint's validation scores")
+    p.add_argument("--score", default="residual_max", help="score the calibration uses")
+
+    p = sub.add_parser("bench", help="bare backend tiles/s versus end-to-end replay, per stage")
+    _add_config(p)
+    p.add_argument("--scan", type=Path, default=None, help="scan to replay (default: a synthetic one)")
+    p.add_argument("--seconds", type=float, default=10.0, help="time budget for the bare-backend run")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from edge_inspect import commands
+    try:
+        return getattr(commands, args.command.replace("-", "_"))(args)
+    except EdgeInspectError as exc:
+        sys.stderr.write(f"edge-inspect: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("edge-inspect: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Subcommand bodies; `cli.py` parses, these do the work and return an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from edge_inspect.config import Config, load_config
+from edge_inspect.errors import ConfigError, InputDataError
+from edge_inspect.logging import setup_logging
+
+log = structlog.get_logger(__name__)
+
+
+def _setup(args: argparse.Namespace, cfg: Config | None = None) -> Config:
+    cfg = cfg or load_config(getattr(args, "config", None))
+    setup_logging(args.log_level or cfg.logging.level, args.log_format or cfg.logging.format)
+    return cfg
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _board_line(v) -> str:
+    score = "   n/a" if math.isnan(v.score) else f"{v.score:.4g}"
+    reasons = "; ".join(v.reasons)
+    return (f"board {v.board_id:4d}  lines {v.start_line:7d}-{v.end_line:<7d} tiles {v.n_tiles:4d}  "
+            f"score {score:>8}  {v.verdict.upper():6s}  {reasons}")
+
+
+def replay(args: argparse.Namespace) -> int:
+    from edge_inspect.acquisition.replay import ReplaySource, scan_files
+    from edge_inspect.decision.calibration import check_against_model, load_calibration
+    from edge_inspect.decision.records import JsonlRecords
+    from edge_inspect.decision.truth import compare, load_truth, truth_path_for
+    from edge_inspect.inference.registry import create_backend
+    from edge_inspect.pipeline import Pipeline
+
+    cfg = _setup(args)
+    for scan in args.scans:  # every path checked before any work starts
+        scan_files(scan)
+    cal = load_calibration(cfg.decision.calibration)
+    backend = create_backend(cfg.inference.backend)
+    check_against_model(cal, cfg.decision.calibration, backend.model_sha256, backend.score_names)
+    out_dir = args.out or cfg.output.records_dir
+    records = JsonlRecords(out_dir / "boards.jsonl")
+    failed = False
+    rows = []
+    try:
+        for scan in args.scans:
+            source = ReplaySource(scan, cfg.camera.lines_per_frame, cfg.camera.line_rate_hz, args.speed)
+            verdicts: list[dict] = []
+
+            def on_verdict(v, verdicts=verdicts) -> None:
+                records.write(v)
+                verdicts.append(v.to_record())
+                _out(_board_line(v))
+
+            pipe = Pipeline(cfg, source, backend, cal, on_verdict, source.width, source.channels)
+            previous = {s: signal.signal(s, lambda *_: pipe.stop()) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                stats = pipe.run()
+            finally:
+                for s, h in previous.items():
+                    signal.signal(s, h)
+            if stats.error:
+                failed = True
+                sys.stderr.write(f"edge-inspect: error: {scan}: {stats.error}\n")
+            rows.append((scan, stats))
+            truth = truth_path_for(scan)
+            if truth is not None:
+                c = compare(verdicts, load_truth(truth))
+                _out(f"ground truth {truth}: defective boards rejected {c.defective_rejected}/{c.defective}"
+                     f" (with a defect >= 20x20 px: {c.large_defective_rejected}/{c.large_defective}),"
+                     f" good boards rejected {c.good_rejected}/{c.good},"
+                     f" boards without a verdict {len(c.missed_boards)}")
+    finally:
+        records.close()
+        backend.close()
+    _out("")
+    _out(f"{'scan':40s} {'boards':>6s} {'rejects':>7s} {'incompl':>7s} {'tiles':>7s} {'tiles/s':>8s} {'drops':>5s} {'lost':>6s}")
+    for scan, st in rows:
+        _out(f"{str(scan)[-40:]:40s} {st.boards:6d} {st.rejects:7d} {st.incomplete:7d} {st.tiles:7d} "
+             f"{st.tiles_per_s:8.1f} {st.dropped_strips:5d} {st.lines_lost:6d}")
+    _out(f"records: {records.path}")
+    return 1 if failed else 0
+
+
+def synth(args: argparse.Namespace) -> int:
+    from edge_inspect.acquisition.synthetic import SynthSpec, write_synthetic_scans
+
+    _setup(args, Config())
+    try:
+        spec = SynthSpec(boards=args.boards, defect_rate=args.defect_rate, seed=args.seed,
+                         width=args.width, channels=1 if args.grey else 3)
+    except ValueError as exc:
+        raise InputDataError(f"synth: {exc}") from None
+    try:
+        truth = write_synthetic_scans(args.out, spec, fmt=args.format, lines_per_frame=args.lines_per_frame)
+    except ValueError as exc:
+        raise InputDataError(f"synth: {exc}") from None
+    _out(f"wrote {args.boards} boards to {args.out} (ground truth {truth})")
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    cfg = _setup(args)
+    try:
+        from edge_inspect.training.loop import train as run_training
+    except ImportError as exc:
+        raise InputDataError(f"training needs the train extra (pip install 'edge-inspect[train]'): {exc}") from None
+    from edge_inspect.training.data import training_tiles
+
+    tiles = training_tiles(args.data, cfg)
+    result = run_training(cfg.training, tiles, args.out)
+    _out(f"checkpoint {result.checkpoint}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    _setup(args, Config())
+    try:
+        from edge_inspect.export.onnx_export import export_onnx
+    except ImportError as exc:
+        raise InputDataError(f"export needs the train extra (pip install 'edge-inspect[train]'): {exc}") from None
+    manifest = export_onnx(args.model, args.out, fp16=args.fp16)
+    _out(f"wrote {args.out} (sha256 {manifest['sha256'][:12]})")
+    if args.calibration is not None:
+        from edge_inspect.decision.initial import write_initial_calibration
+
+        cal = write_initial_calibration(args.model.parent / "validation_scores.npz", args.score,
+                                        manifest["sha256"], args.calibration)
+        _out(f"wrote {args.calibration} ({cal.score} tile_threshold {cal.tile_threshold:.4g})")
+    return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    from edge_inspect.bench import run_bench
+
+    cfg = _setup(args)
+    for line in run_bench(cfg, args.scan, args.seconds):
+        _out(line)
+    return 0

@@ -1,0 +1,51 @@
+"""Where training tiles come from: an MVTec-layout folder, or good scans cut by the same tiler
+the pipeline uses, so training tiles look exactly like the tiles scored at the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from edge_inspect.acquisition.replay import scan_files
+from edge_inspect.config import Config
+from edge_inspect.errors import ConfigError, InputDataError
+from edge_inspect.tiling.scan_tiles import iter_scan_tiles
+from edge_inspect.training.datasets import check_tiles, mvtec_good_tiles
+
+log = structlog.get_logger(__name__)
+
+
+def resolve_scan(path: Path) -> Path:
+    """A `synth` output folder (with ground_truth.json) means its scan; anything else is taken
+    as replay takes it (a file, or a folder of frames)."""
+    if path.is_dir() and (path / "ground_truth.json").is_file():
+        for name in ("scan.png", "scan"):
+            if (path / name).exists():
+                return path / name
+    return path
+
+
+def tiles_from_scan(scan: Path, cfg: Config) -> np.ndarray:
+    blocks = list(iter_scan_tiles(scan, cfg))
+    if not blocks:
+        raise InputDataError(f"{scan}: no boards found, so no training tiles (check tiling.segmenter)")
+    return np.concatenate(blocks)
+
+
+def training_tiles(data: Path, cfg: Config) -> np.ndarray:
+    """Good tiles, uint8 [N, T, T, nc]."""
+    tc = cfg.training
+    if tc.isize != cfg.tiling.tile_size:
+        raise ConfigError(f"training.isize ({tc.isize}) must equal tiling.tile_size ({cfg.tiling.tile_size})")
+    if not data.exists():
+        raise InputDataError(f"{data}: training data not found")
+    if (data / "train" / "good").is_dir():
+        tiles = mvtec_good_tiles(data, "train", tc.isize, tc.nc, mode=tc.data_mode)
+    else:
+        scan = resolve_scan(data)
+        scan_files(scan)
+        tiles = tiles_from_scan(scan, cfg)
+        log.info("training_tiles_from_scan", scan=str(scan), tiles=len(tiles))
+    return check_tiles(tiles, tc.isize, tc.nc)
