@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 
 @dataclass(frozen=True, slots=True)
 class TileMeta:
@@ -29,13 +27,14 @@ class BoardStarted:
 
 @dataclass(slots=True)
 class TilesCut:
-    """Tiles of one board, ready to be copied. `write_into(out)` copies the n tile pixel blocks
-    into `out` (uint8 [n, T, T, C], e.g. ring slots) in `metas` order; it is valid only until
-    the tiler's next `push`/`flush` call, because it reads the tiler's band in place."""
+    """Tiles of one board, ready to be copied. `write_into(out, start=0, stop=None)` copies tiles
+    [start, stop) in `metas` order into `out` (uint8 [stop - start, T, T, C], e.g. ring slots;
+    the range lets a consumer split a cut). It is valid only until the tiler's next
+    `push`/`flush` call, because it reads the tiler's band in place."""
 
     board_id: int
     metas: list[TileMeta]
-    write_into: Callable[[np.ndarray], None]
+    write_into: Callable[..., None]
 
 
 @dataclass(frozen=True, slots=True)

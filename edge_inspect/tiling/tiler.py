@@ -1,0 +1,293 @@
+"""Tiler: strips in, board and tile events out, in line order. The one class the pipeline uses.
+
+Per strip: one copy into the band, one vectorised foreground pass (image mode), segmentation over
+the strip's transitions, and tile rows cut as soon as their lines are known to be board lines.
+Tile pixels are not copied here: each TilesCut carries `write_into`, which copies straight from
+the band into the consumer's buffer (e.g. a ring slot) and is valid until the next push/flush.
+
+Lost lines are fail-safe: an open board is closed as "lines_lost" and marked incomplete, and a
+board already in view after the gap is incomplete too, so neither can be silently accepted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from edge_inspect.acquisition.base import Strip
+from edge_inspect.config import TilingConfig
+from edge_inspect.errors import InputDataError
+from edge_inspect.tiling.cutter import BoardTiles, TileCutter
+from edge_inspect.tiling.events import BoardEnded, BoardStarted, TilesCut, TilingEvent
+from edge_inspect.tiling.segmenter import (
+    CONFIRM,
+    END,
+    START,
+    BoardSegmenter,
+    SegEvent,
+    column_counts,
+    foreground_mask,
+    line_counts,
+)
+from edge_inspect.tiling.stitcher import BandStitcher
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Segment:
+    """The open segment: a candidate until confirmed (then `tiles` is set)."""
+
+    start: int
+    incomplete: bool
+    t_start: int
+    counts: np.ndarray  # per-column foreground line counts over [start, acc)
+    acc: int
+    board_id: int = -1
+    tiles: BoardTiles | None = field(default=None)
+
+
+class Tiler:
+    """Turns strips into BoardStarted / TilesCut / BoardEnded events; see the module docstring."""
+
+    def __init__(
+        self, cfg: TilingConfig, width: int, channels: int, first_board_id: int = 1
+    ) -> None:
+        t = cfg.tile_size
+        if width < t:
+            raise InputDataError(f"camera width {width} px is smaller than the tile size {t} px")
+        if channels < 1:
+            raise InputDataError(f"channels must be at least 1, got {channels}")
+        seg = cfg.segmenter
+        self._tile = t
+        self._width = width
+        self._channels = channels
+        self._frame_mode = seg.mode == "frame"
+        self._level = seg.foreground_level
+        self._cutter = TileCutter(t, cfg.stride, width, channels)
+        capacity = 4 * (t + cfg.stride + seg.min_board_lines + seg.min_gap_lines)
+        self._band = BandStitcher(width, channels, capacity)
+        self._segmenter = BoardSegmenter(seg, width)
+        self._next_id = first_board_id
+        self._expected: int | None = None
+        self._times: deque[tuple[int, int]] = deque()  # (first_line, t_ns) of recent strips
+        self._seg: _Segment | None = None
+        self._fg: np.ndarray | None = None  # foreground mask of the strip being processed
+        self._fg_first = 0
+        self.lines_seen = 0
+        self.lines_lost = 0
+
+    @property
+    def ignored_segments(self) -> int:
+        return self._segmenter.ignored_segments
+
+    # -- public ----------------------------------------------------------------------------
+
+    def push(self, strip: Strip) -> list[TilingEvent]:
+        """Add one strip; returns the events it completes, in order."""
+        lines = self._check(strip)
+        n = lines.shape[0]
+        events: list[TilingEvent] = []
+        if n == 0:
+            return events
+        first = strip.first_line
+        keep_views = False
+        if self._expected is not None and first != self._expected:
+            if first > self._expected:
+                lost = first - self._expected
+                self.lines_lost += lost
+                _log.warning(
+                    "camera lines lost", lost=lost, expected_line=self._expected, got_line=first
+                )
+            else:
+                _log.warning(
+                    "camera line counter went back; starting a new stream",
+                    expected_line=self._expected,
+                    got_line=first,
+                )
+            self._close_open("lines_lost", events)
+            # Tiles just emitted read the current buffer: the new strip must not overwrite it.
+            keep_views = bool(events)
+            self._segmenter.reset(after_gap=True)
+            self._band.reset(first)
+            self._times.clear()
+        else:
+            self._band.release_before(self._keep_from())
+            self._trim_times()
+        self._band.append(lines, first, keep_views)
+        self._times.append((first, strip.t_ns))
+        self.lines_seen += n
+        self._expected = first + n
+        if self._frame_mode:
+            self._frame_board(first, n, strip.t_ns, events)
+        else:
+            self._image_strip(first, n, events)
+        return events
+
+    def flush(self) -> list[TilingEvent]:
+        """End of stream: close an open board ("end_of_stream"); the next push starts afresh."""
+        events: list[TilingEvent] = []
+        if not self._frame_mode:
+            self._close_open("end_of_stream", events)
+        self._segmenter.reset()
+        self._expected = None
+        return events
+
+    # -- per strip -------------------------------------------------------------------------
+
+    def _check(self, strip: Strip) -> np.ndarray:
+        lines = strip.lines
+        if not isinstance(lines, np.ndarray) or lines.ndim != 3 or lines.dtype != np.uint8:
+            desc = (
+                f"{lines.dtype} array of shape {lines.shape}"
+                if isinstance(lines, np.ndarray)
+                else type(lines).__name__
+            )
+            raise InputDataError(
+                f"strip (frame {strip.frame_id}) must be a uint8 array [lines, width, channels], "
+                f"got {desc}"
+            )
+        _, w, c = lines.shape
+        if w != self._width or c != self._channels:
+            raise InputDataError(
+                f"strip (frame {strip.frame_id}) is {w} px x {c} channel(s), the tiler was set up "
+                f"for {self._width} px x {self._channels} channel(s)"
+            )
+        return lines
+
+    def _frame_board(self, first: int, n: int, t_ns: int, events: list[TilingEvent]) -> None:
+        """Frame mode: the strip is the board."""
+        bid = self._new_id()
+        events.append(BoardStarted(bid, first, t_ns))
+        tiles = BoardTiles(bid, first, self._cutter)
+        tiles.cut_final(self._band, n)
+        cut = tiles.take()
+        if cut is not None:
+            events.append(cut)
+        events.append(
+            BoardEnded(bid, first, first + n, self._width, tiles.n_tiles, "frame", False, t_ns)
+        )
+
+    def _image_strip(self, first: int, n: int, events: list[TilingEvent]) -> None:
+        fg = foreground_mask(self._band.lines(first, first + n), self._level)
+        self._fg, self._fg_first = fg, first
+        try:
+            for ev in self._segmenter.feed(line_counts(fg), first):
+                self._apply(ev, events)
+            seg = self._seg
+            if seg is not None:
+                settled = self._segmenter.settled
+                self._accumulate(seg, settled)
+                if seg.tiles is not None:
+                    seg.tiles.cut_ready(self._band, settled - seg.start)
+                    self._emit_tiles(seg.tiles, events)
+        finally:
+            self._fg = None
+
+    def _apply(self, ev: SegEvent, events: list[TilingEvent]) -> None:
+        if ev.kind == START:
+            self._seg = _Segment(
+                start=ev.line,
+                incomplete=ev.incomplete,
+                t_start=self._t_of(ev.line),
+                counts=np.zeros(self._width, np.int64),
+                acc=ev.line,
+            )
+            return
+        seg = self._seg
+        if seg is None:  # cannot happen: the segmenter always starts before it confirms/ends
+            raise RuntimeError(f"segmenter event {ev} without an open segment")
+        if ev.kind == CONFIRM:
+            seg.board_id = self._new_id()
+            seg.tiles = BoardTiles(seg.board_id, seg.start, self._cutter)
+            events.append(BoardStarted(seg.board_id, seg.start, seg.t_start))
+        elif ev.kind == END:
+            self._end_board(seg, ev.line, ev.reason, events)
+        else:  # DROP: debris, counted and logged by the segmenter
+            self._seg = None
+
+    def _end_board(self, seg: _Segment, end: int, reason: str, events: list[TilingEvent]) -> None:
+        tiles = seg.tiles
+        if tiles is None:
+            raise RuntimeError("board ended before it was confirmed")
+        length = end - seg.start
+        self._accumulate(seg, end)
+        tiles.cut_final(self._band, length)
+        self._emit_tiles(tiles, events)
+        # Horizontal extent: columns that are foreground in at least half of the board's lines.
+        width = int(np.count_nonzero(2 * seg.counts >= length)) if length > 0 else 0
+        events.append(
+            BoardEnded(
+                board_id=seg.board_id,
+                start_line=seg.start,
+                end_line=end,
+                width=width,
+                n_tiles=tiles.n_tiles,
+                reason=reason,
+                incomplete=seg.incomplete or reason == "lines_lost",
+                t_last_ns=self._t_of(end - 1),
+            )
+        )
+        self._seg = None
+
+    def _close_open(self, reason: str, events: list[TilingEvent]) -> None:
+        for ev in self._segmenter.close(reason):
+            self._apply(ev, events)
+
+    @staticmethod
+    def _emit_tiles(tiles: BoardTiles, events: list[TilingEvent]) -> None:
+        cut: TilesCut | None = tiles.take()
+        if cut is not None:
+            events.append(cut)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _accumulate(self, seg: _Segment, upto: int) -> None:
+        """Add the foreground columns of lines [seg.acc, upto) to the segment's counts. Lines of
+        the current strip use its mask; older ones (held back while the segment's extent was
+        unsettled, at most a gap run) are re-measured from the band."""
+        a = seg.acc
+        if upto <= a:
+            return
+        fg, f0 = self._fg, self._fg_first
+        if fg is not None and upto > f0:
+            if a < f0:
+                seg.counts += column_counts(foreground_mask(self._band.lines(a, f0), self._level))
+                a = f0
+            seg.counts += column_counts(fg[a - f0 : upto - f0])
+        else:
+            seg.counts += column_counts(
+                foreground_mask(self._band.lines(a, upto), self._level)
+            )
+        seg.acc = upto
+
+    def _keep_from(self) -> int:
+        """First line the band must still hold for the open segment (none: release all)."""
+        seg = self._seg
+        if seg is None:
+            return self._band.end_line
+        if seg.tiles is None:
+            return seg.start
+        return min(seg.acc, seg.start + seg.tiles.keep_from_y)
+
+    def _trim_times(self) -> None:
+        """Keep strip timestamps back to the line before the band's first line (a board's end
+        can be decided after its last line's strip was released)."""
+        lo = self._band.start_line - 1
+        times = self._times
+        while len(times) >= 2 and times[1][0] <= lo:
+            times.popleft()
+
+    def _t_of(self, line: int) -> int:
+        for first, t_ns in reversed(self._times):
+            if first <= line:
+                return t_ns
+        return self._times[0][1] if self._times else 0
+
+    def _new_id(self) -> int:
+        bid = self._next_id
+        self._next_id += 1
+        return bid
