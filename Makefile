@@ -30,7 +30,7 @@ test: $(VENV)/.stamp-train
 
 # Rebuilds the shipped demo model (engines/demo.onnx) and its calibration from config/demo.yaml.
 model: $(VENV)/.stamp-train
-	$(EI) synth --out $(DEMO)/train --boards 60 --defect-rate 0 --seed 1
+	$(EI) synth --out $(DEMO)/train --boards 150 --defect-rate 0 --seed 1
 	$(EI) train --config config/demo.yaml --data $(DEMO)/train --out $(DEMO)/model
 	$(EI) export --model $(DEMO)/model/model.pt --out engines/demo.onnx --calibration calibration/current.yaml
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_inspect.errors import ConfigError
 from edge_inspect.training.config import TrainingConfig
@@ -86,6 +86,60 @@ class OutputConfig(_Strict):
     strip_queue: int = Field(64, ge=1, description="strips buffered between acquisition and tiling")
 
 
+PixelFormatName = Literal["Mono8", "RGB8", "BGR8", "RGBa8", "BayerRG8", "BayerGB8", "BayerGR8", "BayerBG8"]
+
+
+class TriggerConfig(_Strict):
+    """One SFNC trigger: TriggerSelector=selector, then TriggerSource, then TriggerMode."""
+
+    selector: Literal["FrameStart", "LineStart"]
+    mode: Literal["On", "Off"] = "On"
+    source: str | None = Field(None, description="TriggerSource entry, e.g. Line0 or Encoder0; None keeps the camera's")
+
+
+class CameraSourceConfig(_Strict):
+    """The GenICam camera of `run` and `record` (harvesters + a GenTL producer). Every node
+    written is checked against the camera's range, increment or enum entries."""
+
+    cti: list[Path] = Field(default_factory=list, description="GenTL producers; empty = *.cti in GENICAM_GENTL64_PATH folders")
+    serial: str | None = Field(None, description="pick the device with this serial number")
+    model: str | None = Field(None, description="pick the device with this model name")
+    index: int = Field(0, ge=0, description="index among the devices that match serial/model")
+    pixel_format: PixelFormatName = "Mono8"
+    width: int | None = Field(None, ge=1, description="Width node; None keeps the camera's")
+    offset_x: int | None = Field(None, ge=0, description="OffsetX node; None keeps the camera's")
+    line_rate_hz: float | None = Field(
+        None, gt=0, description="AcquisitionLineRate, else AcquisitionFrameRate = line_rate_hz / lines_per_frame"
+    )
+    triggers: list[TriggerConfig] = Field(default_factory=list)
+    nodes: dict[str, Union[bool, int, float, str]] = Field(
+        default_factory=dict, description="further nodes by name, written in order after the others"
+    )
+    fetch_timeout_s: float = Field(1.0, gt=0, description="no frame for this long counts as a timeout")
+    buffers: int = Field(16, ge=2, le=4096, description="strip pool size (at least output.strip_queue + 4 is used)")
+    reconnect_backoff_s: tuple[float, float] = Field(
+        (0.5, 10.0), description="first and largest wait between reconnect attempts"
+    )
+
+    @field_validator("serial", mode="before")
+    @classmethod
+    def _serial_text(cls, v: object) -> object:
+        """YAML reads an unquoted serial number as an int; it is text to the camera."""
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _backoff(self) -> "CameraSourceConfig":
+        lo, hi = self.reconnect_backoff_s
+        if lo <= 0 or hi < lo:
+            raise ValueError("reconnect_backoff_s must be (first, largest) with 0 < first <= largest")
+        return self
+
+
+class RecordConfig(_Strict):
+    max_bytes: int = Field(10 * 1024**3, ge=1, description="disk budget of one recording; oldest chunks go first")
+    max_file_frames: int = Field(1000, ge=1, description="frames per chunk file")
+
+
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -99,6 +153,8 @@ class Config(_Strict):
     output: OutputConfig = OutputConfig()
     logging: LoggingConfig = LoggingConfig()
     training: TrainingConfig = TrainingConfig()
+    source: CameraSourceConfig = CameraSourceConfig()
+    record: RecordConfig = RecordConfig()
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -115,16 +171,14 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 
-def load_config(path: Path | None) -> Config:
-    """Load and validate; raise ConfigError listing every problem."""
-    if path is None:
-        return Config()
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """A YAML file whose top level is a mapping (empty = {}); ConfigError naming the file otherwise."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
+        raise ConfigError(f"{path}: {what} file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+        raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -132,9 +186,17 @@ def load_config(path: Path | None) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: top level of the {what} must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: Path | None) -> Config:
+    """Load and validate; raise ConfigError listing every problem."""
+    if path is None:
+        return Config()
+    data = read_yaml_mapping(path, "configuration")
     try:
         return Config.model_validate(data)
     except ValidationError as err:

@@ -128,21 +128,26 @@ class Pipeline:
         self._decision_q.put(("calibration", cal))
 
     def _guard(self, name: str, fn: Callable[[], None]) -> Callable[[], None]:
-        """A failing stage stops the source and unblocks the others; each stage passes the end
-        marker on in `finally`, so what was accepted drains and every board begun still gets
-        a record (rejected as incomplete when it could not be finished)."""
+        """A failing stage stops the source; each stage passes the end marker on in `finally`.
+        After an acquisition error what was already read drains normally; after a downstream
+        error the producers stop waiting. Either way every board begun gets a record (rejected
+        as incomplete when it could not be finished)."""
         def run() -> None:
             try:
                 fn()
+            except RingClosed:
+                pass  # the inference stage failed and has reported it
             except Exception as exc:  # a stage must never die silently
                 msg = str(exc) if isinstance(exc, EdgeInspectError) else f"{type(exc).__name__}: {exc}"
                 if self.stats.error is None:
                     self.stats.error = msg
                 log.error("stage_failed", stage=name, error=msg,
                           exc_info=not isinstance(exc, EdgeInspectError))
-                self._abort.set()
                 self.source.close()
-                self._ring.close()
+                if name != "acquisition":  # a dead consumer: producers must stop waiting on it
+                    self._abort.set()
+                if name == "inference":  # nothing will free ring slots any more
+                    self._ring.close()
         return run
 
     # -- stages --------------------------------------------------------------------------

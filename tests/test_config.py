@@ -56,7 +56,7 @@ def test_unknown_backend_type(tmp_path):
 
 @pytest.mark.parametrize("text,match", [
     ("camera: [1, 2\n", "not valid YAML at line"),
-    ("- a\n- b\n", "top level must be a mapping"),
+    ("- a\n- b\n", "top level of the configuration must be a mapping"),
 ])
 def test_malformed_yaml(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):

@@ -84,14 +84,14 @@ class BoardAggregator:
             b.scores.append(scores[i:j])
             b.n_scored += j - i
             if b.ended is not None and b.n_scored >= b.ended.n_tiles:
-                done.append(self._decide(bid))
+                done.append(self._decide(bid, b.ended))
             i = j
         return done
 
     def ended(self, ev: BoardEnded) -> list[Verdict]:
         self._boards[ev.board_id].ended = ev
         if self._boards[ev.board_id].n_scored >= ev.n_tiles:
-            return [self._decide(ev.board_id)]
+            return [self._decide(ev.board_id, ev)]
         return []
 
     def abandon_open(self, reason: str) -> list[Verdict]:
@@ -99,20 +99,19 @@ class BoardAggregator:
         out = []
         for bid in sorted(self._boards):
             b = self._boards[bid]
-            if b.ended is None:
+            ev = b.ended
+            if ev is None:
                 end = b.start_line + (max((m.y for m in b.metas), default=-self.tile_size) + self.tile_size)
-                b.ended = BoardEnded(bid, b.start_line, end, 0, b.n_scored, reason, True, 0)
-            out.append(self._decide(bid, extra_reason=reason))
+                ev = BoardEnded(bid, b.start_line, end, 0, b.n_scored, reason, True, 0)
+            out.append(self._decide(bid, ev, extra_reason=reason))
         return out
 
     @property
     def open_boards(self) -> int:
         return len(self._boards)
 
-    def _decide(self, bid: int, extra_reason: str | None = None) -> Verdict:
+    def _decide(self, bid: int, ev: BoardEnded, extra_reason: str | None = None) -> Verdict:
         b = self._boards.pop(bid)
-        ev = b.ended
-        assert ev is not None  # set by ended() or abandon_open() before deciding
         scores = np.concatenate(b.scores) if b.scores else np.zeros(0, np.float32)
         thr = self.cal.tile_threshold
         rule = self.cal.board_rule

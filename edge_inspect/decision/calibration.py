@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge_inspect.config import format_validation_error
+from edge_inspect.config import format_validation_error, read_yaml_mapping
 from edge_inspect.errors import ConfigError
 
 
@@ -43,14 +42,7 @@ class Calibration(BaseModel):
 
 
 def load_calibration(path: Path) -> Calibration:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: calibration file not found (decision.calibration)") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: unreadable calibration: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: calibration must be a YAML mapping")
+    data = read_yaml_mapping(path, "calibration (decision.calibration)")
     try:
         return Calibration.model_validate(data)
     except ValidationError as err:
