@@ -55,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--scan", type=Path, default=None, help="scan to replay (default: a synthetic one)")
     p.add_argument("--seconds", type=float, default=10.0, help="time budget for the bare-backend run")
+
+    p = sub.add_parser("calibrate", help="new reject threshold from recent good boards, with a report")
+    _add_config(p)
+    p.add_argument("--scans", nargs="+", type=Path, default=None, metavar="SCAN",
+                   help="scans of good boards (file, folder of frames, or a synth output folder)")
+    p.add_argument("--defect-scans", nargs="+", type=Path, default=None, metavar="SCAN",
+                   help="scans with defective boards, to estimate detection")
+    p.add_argument("--records", type=Path, default=None,
+                   help="boards.jsonl the scans were inspected with: refuse if its model differs")
+    p.add_argument("--target-frr", type=float, default=0.01,
+                   help="largest acceptable share of good boards rejected (default 0.01)")
+    p.add_argument("--score", default=None, help="model output to use (default: the current calibration's)")
+    p.add_argument("--report", type=Path, default=None,
+                   help="report folder (default: calibration/reports/<version>/ beside the current file)")
+    p.add_argument("--yes", action="store_true", help="apply without asking (scripts)")
+    p.add_argument("--rollback", action="store_true", help="restore the previous calibration from history")
+    p.add_argument("--pid-file", type=Path, default=None,
+                   help="pid file of a running service to send SIGHUP after applying")
     return ap
 
 

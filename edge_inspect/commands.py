@@ -148,3 +148,85 @@ def bench(args: argparse.Namespace) -> int:
     for line in run_bench(cfg, args.scan, args.seconds):
         _out(line)
     return 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """Operator recalibration: propose a threshold from recent good boards, show what it does,
+    apply it only when confirmed; or roll back to the previous one."""
+    from edge_inspect.calibration.apply import apply_calibration, new_version, notify_service, rollback
+    from edge_inspect.calibration.proposal import build_proposal, summary_lines
+    from edge_inspect.calibration.report import write_report
+    from edge_inspect.calibration.scoring import (
+        check_records_model, provisional_calibration, resolve_scan, score_scan,
+    )
+    from edge_inspect.decision.calibration import BoardRule, load_calibration
+    from edge_inspect.decision.initial import write_yaml_atomic
+    from edge_inspect.inference.registry import create_backend
+
+    cfg = _setup(args)
+    current_path = cfg.decision.calibration
+    if args.rollback:
+        backend = create_backend(cfg.inference.backend)
+        sha = backend.model_sha256
+        backend.close()
+        try:
+            restored, replaced = rollback(current_path, sha)
+        except OSError as exc:
+            raise InputDataError(f"could not write the calibration ({exc}); {current_path} is unchanged") from None
+        was = f" (was {replaced.version}, tile threshold {replaced.tile_threshold:.4f})" if replaced else ""
+        _out(f"Rolled back: current calibration is now {restored.version}, tile threshold "
+             f"{restored.tile_threshold:.4f}{was}")
+        _out(notify_service(args.pid_file))
+        return 0
+    if not args.scans:
+        sys.stderr.write("edge-inspect calibrate: error: --scans is required (or --rollback)\n")
+        return 2
+    if not 0 < args.target_frr < 1:
+        sys.stderr.write(f"edge-inspect calibrate: error: --target-frr must be between 0 and 1, got {args.target_frr}\n")
+        return 2
+    good = [resolve_scan(s) for s in args.scans]  # every path checked before any work starts
+    defect = [resolve_scan(s) for s in args.defect_scans or []]
+    current = load_calibration(current_path) if current_path.exists() else None
+    backend = create_backend(cfg.inference.backend)
+    try:
+        if args.records is not None:
+            check_records_model(args.records, backend.model_sha256)
+        score = args.score or (current.score if current is not None else "residual_max")
+        if score not in backend.score_names:
+            raise ConfigError(f"score {score!r} is not an output of the model ({', '.join(backend.score_names)})")
+        rule = current.board_rule if current is not None else BoardRule()
+        cal0 = provisional_calibration(score, rule)
+        good_scores = [score_scan(cfg, backend, cal0, s) for s in good]
+        defect_scores = [score_scan(cfg, backend, cal0, s) for s in defect]
+        sha = backend.model_sha256
+    finally:
+        backend.close()
+    proposal = build_proposal(good_scores, defect_scores, args.target_frr, score, rule, sha,
+                              new_version(current_path), current)
+    cal = proposal.calibration
+    report_dir = args.report or current_path.parent / "reports" / cal.version
+    page = write_report(proposal, report_dir)
+    write_yaml_atomic(report_dir / "proposed.yaml", cal.model_dump(mode="json"))
+    for line in summary_lines(proposal):
+        _out(line)
+    _out(f"Report: {page}")
+    if args.yes:
+        ok = True
+    elif sys.stdin.isatty():
+        try:
+            ok = input("Apply? [y/N] ").strip().lower() in ("y", "yes")
+        except EOFError:
+            ok = False
+    else:
+        _out(f"Not applied: no terminal to ask on and no --yes given (proposal: {report_dir / 'proposed.yaml'})")
+        return 0
+    if not ok:
+        _out("Not applied; the current calibration is unchanged.")
+        return 0
+    try:
+        hist = apply_calibration(cal, current_path)
+    except OSError as exc:
+        raise InputDataError(f"could not write the calibration ({exc}); {current_path} is unchanged") from None
+    _out(f"Applied: {current_path} is now {cal.version} (history: {hist})")
+    _out(notify_service(args.pid_file))
+    return 0

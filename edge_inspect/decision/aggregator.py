@@ -14,7 +14,8 @@ from edge_inspect.tiling.events import BoardEnded, BoardStarted, TileMeta
 
 @dataclass(slots=True)
 class Verdict:
-    """One board's decision; `to_record` gives the design's board-record fields."""
+    """One board's decision; `to_record` gives the design's board-record fields. The tile
+    scores and positions ride along for calibration and heatmaps, not for the record."""
 
     board_id: int
     source: str
@@ -31,6 +32,8 @@ class Verdict:
     t_verdict_ns: int
     model: str
     calibration: str
+    tile_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    tile_metas: list[TileMeta] = field(default_factory=list, repr=False)
 
     def to_record(self) -> dict:
         return {
@@ -148,7 +151,7 @@ class BoardAggregator:
             width=ev.width, n_tiles=int(scores.size), score=board_score, verdict=verdict,
             reasons=reasons, defects=self._regions(b.metas, scores, over),
             incomplete=incomplete, t_first_line_ns=b.t_first_ns, t_verdict_ns=time.monotonic_ns(),
-            model=self.model, calibration=self.cal.version,
+            model=self.model, calibration=self.cal.version, tile_scores=scores, tile_metas=b.metas,
         )
 
     def _regions(self, metas: list[TileMeta], scores: np.ndarray, over: np.ndarray) -> list[dict]:

@@ -1,0 +1,159 @@
+"""From scored scans to a proposed calibration, with every refusal an operator can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from edge_inspect.calibration.scoring import BoardScores, ScanScores
+from edge_inspect.calibration.thresholds import (
+    ThresholdChoice, board_statistic, find_outliers, min_good_boards, pick_threshold, rejected,
+)
+from edge_inspect.decision.calibration import BoardRule, Calibration
+from edge_inspect.errors import InputDataError
+
+log = structlog.get_logger(__name__)
+
+
+class CalibrationRefused(InputDataError):
+    """The data cannot support a threshold; the message says what to record instead."""
+
+
+@dataclass
+class Proposal:
+    calibration: Calibration
+    choice: ThresholdChoice
+    rule: BoardRule
+    good: list[BoardScores]
+    good_stats: np.ndarray
+    defect: list[BoardScores] = field(default_factory=list)
+    defect_stats: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    good_scans: list[Path] = field(default_factory=list)
+    defect_scans: list[Path] = field(default_factory=list)
+    incomplete_left_out: int = 0
+    current: Calibration | None = None
+    current_comparable: bool = False   # same model and score: its threshold means the same thing
+    current_good_rejects: int | None = None
+    caught: int | None = None          # defect boards rejected at the proposed threshold
+
+    @property
+    def detection(self) -> float | None:
+        return self.caught / len(self.defect) if self.caught is not None and self.defect else None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def refuse_if_too_few(n: int, target_frr: float) -> None:
+    need = min_good_boards(target_frr)
+    if n < need:
+        raise CalibrationRefused(
+            f"need at least {need} good boards for a {100 * target_frr:g}% target, got {n}; record more "
+            f"(with {n} boards no false reject can be allowed, so the target cannot be checked)"
+        )
+
+
+def refuse_if_outliers(stats: np.ndarray) -> None:
+    out = find_outliers(stats)
+    if out.too_many:
+        n_out, n = int(out.mask.sum()), int(np.isfinite(stats).sum())
+        raise CalibrationRefused(
+            f"{n_out} of {n} boards score far above the rest (over {out.limit:.4g}, the median "
+            f"{out.median:.4g} plus 5 times the typical spread): these scans contain defects or are not "
+            f"the same product; remove them or pass them as --defect-scans"
+        )
+
+
+def _counted_defect_boards(scans: list[ScanScores]) -> list[BoardScores]:
+    """With ground truth beside a scan only its boards that have defects count; without, every
+    board of a defect scan is taken to be defective."""
+    boards: list[BoardScores] = []
+    for s in scans:
+        boards += [b for b in s.complete if s.truth is None or b.defective]
+    return boards
+
+
+def build_proposal(
+    good_scans: list[ScanScores],
+    defect_scans: list[ScanScores],
+    target_frr: float,
+    score: str,
+    rule: BoardRule,
+    model_sha256: str,
+    version: str,
+    current: Calibration | None,
+) -> Proposal:
+    good = [b for s in good_scans for b in s.complete]
+    left_out = sum(len(s.boards) - len(s.complete) for s in good_scans)
+    refuse_if_too_few(len(good), target_frr)
+    good_stats = np.array([board_statistic(b.tile_scores, rule) for b in good], np.float64)
+    refuse_if_outliers(good_stats)
+    choice = pick_threshold(good_stats, target_frr)
+
+    defect = _counted_defect_boards(defect_scans)
+    defect_stats = np.array([board_statistic(b.tile_scores, rule) for b in defect], np.float64)
+    caught = int(rejected(defect_stats, choice.threshold).sum()) if defect else None
+
+    comparable = current is not None and current.score == score and (
+        not current.model or model_sha256.startswith(current.model))
+    current_rejects = None
+    if current is not None and current.score == score:
+        cur_stats = np.array([board_statistic(b.tile_scores, current.board_rule) for b in good])
+        current_rejects = int(rejected(cur_stats, current.tile_threshold).sum())
+
+    detection = caught / len(defect) if caught is not None and defect else None
+    good_names = ", ".join(str(s.scan) for s in good_scans)
+    source = (f"{len(good)} good boards from {len(good_scans)} scan(s): {good_names}; "
+              f"{choice.exceedances} over the threshold, FRR at most {_pct(choice.frr_upper95)} "
+              f"with 95 % confidence")
+    if defect_scans:
+        source += (f"; {len(defect)} defect boards from {len(defect_scans)} scan(s): "
+                   + ", ".join(str(s.scan) for s in defect_scans) + f", {caught} caught")
+    now = datetime.now(timezone.utc)
+    cal = Calibration(
+        version=version, created=now.isoformat(timespec="seconds"), model=model_sha256, score=score,
+        tile_threshold=choice.threshold, board_rule=rule, target_frr=target_frr,
+        expected_frr=choice.expected_frr, expected_detection=detection, source=source,
+    )
+    log.info("calibration_proposed", version=version, threshold=choice.threshold, good=len(good),
+             exceedances=choice.exceedances, frr_upper95=choice.frr_upper95, defect=len(defect), caught=caught)
+    return Proposal(
+        calibration=cal, choice=choice, rule=rule, good=good, good_stats=good_stats, defect=defect,
+        defect_stats=defect_stats, good_scans=[s.scan for s in good_scans],
+        defect_scans=[s.scan for s in defect_scans], incomplete_left_out=left_out, current=current,
+        current_comparable=comparable, current_good_rejects=current_rejects, caught=caught,
+    )
+
+
+def summary_lines(p: Proposal) -> list[str]:
+    """What a line operator needs in one read: how much was measured, what the current
+    threshold does, what the proposed one will do."""
+    n = len(p.good)
+    head = f"Boards scored: {n} good ({len(p.good_scans)} scan{'s' if len(p.good_scans) != 1 else ''})"
+    head += f", {len(p.defect)} defect" if p.defect_scans else ", no defect boards given"
+    if p.incomplete_left_out:
+        head += f" ({p.incomplete_left_out} incomplete boards left out)"
+    lines = [head]
+    c = p.current
+    if c is None:
+        lines.append("Current threshold: none (no current calibration file)")
+    elif p.current_good_rejects is None:
+        lines.append(f"Current threshold {c.tile_threshold:.4f} is for score {c.score!r}, not {p.calibration.score!r}: not compared")
+    else:
+        note = "" if p.current_comparable else " (set for another model)"
+        lines.append(f"Current threshold {c.tile_threshold:.4f}{note}: {p.current_good_rejects} of {n} good boards "
+                     f"rejected ({_pct(p.current_good_rejects / n)})")
+    ch = p.choice
+    prop = (f"Proposed threshold {ch.threshold:.4f}: expected false rejects {_pct(ch.expected_frr)} "
+            f"(at most {_pct(ch.frr_upper95)} with 95 % confidence)")
+    if p.caught is not None:
+        prop += f"; catches {p.caught} of {len(p.defect)} defect boards"
+    elif p.defect_scans:
+        prop += "; the defect scans hold no defective boards"
+    lines.append(prop)
+    return lines

@@ -1,0 +1,177 @@
+"""The calibration report: histograms with both thresholds, and the worst good boards as tile
+heatmaps beside the board, so an operator sees what the new threshold will do before applying
+it. PNG files plus one self-contained HTML page (images embedded as base64)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import structlog
+
+from edge_inspect.calibration.proposal import Proposal, summary_lines
+from edge_inspect.calibration.scoring import BoardScores, board_pixels
+
+log = structlog.get_logger(__name__)
+
+WORST_BOARDS = 4
+CROP_MAX_PX = 320  # longest side of a board thumbnail
+
+
+def _pyplot():
+    """matplotlib only when a report is drawn, always headless (a line PC has no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _rule_label(p: Proposal) -> str:
+    r = p.rule
+    if r.type == "topk_mean":
+        return f"mean of the {r.k} worst tiles"
+    if r.type == "count":
+        return f"{r.min_count}-th worst tile (count rule)"
+    return "worst tile"
+
+
+def histogram_png(p: Proposal, path: Path) -> None:
+    plt = _pyplot()
+    good = p.good_stats[np.isfinite(p.good_stats)]
+    defect = p.defect_stats[np.isfinite(p.defect_stats)]
+    values = np.concatenate([good, defect, [p.choice.threshold]])
+    cur = p.current.tile_threshold if p.current is not None and p.current_good_rejects is not None else None
+    if cur is not None and np.isfinite(cur):
+        values = np.append(values, cur)
+    bins = np.linspace(values.min(), values.max(), 41) if values.max() > values.min() else 10
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    ax.hist(good, bins=bins, alpha=0.7, color="tab:green", label=f"good boards ({good.size})")
+    if defect.size:
+        ax.hist(defect, bins=bins, alpha=0.6, color="tab:red", label=f"defect boards ({defect.size})")
+    if cur is not None and np.isfinite(cur):
+        ax.axvline(cur, color="grey", ls="--", lw=2, label=f"current {cur:.4f}")
+    ax.axvline(p.choice.threshold, color="black", lw=2, label=f"proposed {p.choice.threshold:.4f}")
+    ch = p.choice
+    title = (f"Proposed: false rejects {100 * ch.expected_frr:.1f} % (at most {100 * ch.frr_upper95:.1f} % "
+             f"at 95 %)")
+    if p.detection is not None:
+        title += f", detection {100 * p.detection:.1f} % ({p.caught}/{len(p.defect)})"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(f"board score: {p.calibration.score}, {_rule_label(p)}")
+    ax.set_ylabel("boards")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _thumbnail(b: BoardScores) -> np.ndarray | None:
+    try:
+        px = board_pixels(b.scan, b.start_line, b.end_line)
+    except Exception as exc:  # a report must not fail the calibration over a thumbnail
+        log.warning("board_crop_failed", scan=str(b.scan), board=b.board_id, error=str(exc))
+        return None
+    if px is None or px.size == 0:
+        return None
+    h, w = px.shape[:2]
+    scale = min(1.0, CROP_MAX_PX / max(h, w))
+    small = cv2.resize(px, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return small[:, :, 0] if small.ndim == 3 and small.shape[2] == 1 else small
+
+
+def _grid(b: BoardScores) -> np.ndarray:
+    grid = np.full((int(b.rows.max()) + 1, int(b.cols.max()) + 1), np.nan, np.float32)
+    for r, c, s in zip(b.rows, b.cols, b.tile_scores):
+        grid[r, c] = s if np.isnan(grid[r, c]) else max(grid[r, c], s)
+    return grid
+
+
+def worst_boards_png(p: Proposal, path: Path, n: int = WORST_BOARDS) -> list[BoardScores]:
+    """The good boards closest to (or over) the proposed threshold: the ones an operator should
+    look at to judge whether they are really good."""
+    plt = _pyplot()
+    order = np.argsort(-np.nan_to_num(p.good_stats, nan=-np.inf))[:n]
+    worst = [p.good[i] for i in order]
+    thr = p.choice.threshold
+    all_tiles = np.concatenate([b.tile_scores for b in worst]) if worst else np.zeros(1)
+    vmin, vmax = float(all_tiles.min()), float(max(all_tiles.max(), thr))
+    fig, axes = plt.subplots(len(worst), 2, figsize=(8, 2.6 * len(worst)), dpi=100, squeeze=False)
+    for (ax_img, ax_map), b, i in zip(axes, worst, order):
+        stat = p.good_stats[i]
+        fate = "REJECTED" if stat > thr else "accepted"
+        thumb = _thumbnail(b)
+        if thumb is not None:
+            ax_img.imshow(thumb, cmap="gray" if thumb.ndim == 2 else None, aspect="auto")
+        ax_img.set_title(f"{b.scan.name} board {b.board_id} (lines {b.start_line}-{b.end_line})", fontsize=8)
+        ax_img.axis("off")
+        grid = _grid(b)
+        im = ax_map.imshow(grid, cmap="magma", vmin=vmin, vmax=vmax, aspect="auto")
+        for (r, c), s in np.ndenumerate(grid):
+            if np.isfinite(s):
+                over = s > thr
+                ax_map.text(c, r, f"{s:.3f}" + (" over" if over else ""), ha="center", va="center", fontsize=7,
+                            color="white" if s < (vmin + vmax) / 2 else "black", weight="bold" if over else None)
+                if over:
+                    ax_map.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        ax_map.set_title(f"board score {stat:.4f}: {fate} at {thr:.4f}", fontsize=8)
+        ax_map.set_xticks([])
+        ax_map.set_yticks([])
+        fig.colorbar(im, ax=ax_map, fraction=0.05)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return worst
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def write_report(p: Proposal, out_dir: Path) -> Path:
+    """Write report.png, worst_boards.png, report.html and summary.json; return the HTML path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hist = out_dir / "report.png"
+    worst_png = out_dir / "worst_boards.png"
+    histogram_png(p, hist)
+    worst = worst_boards_png(p, worst_png) if p.good else []
+    cal = p.calibration
+    rows = "".join(
+        f"<tr><td>{html.escape(str(b.scan))}</td><td>{b.board_id}</td><td>{b.start_line}-{b.end_line}</td>"
+        f"<td>{b.tile_scores.size}</td><td>{float(b.tile_scores.max()):.4f}</td></tr>" for b in worst
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>edge-inspect calibration {html.escape(cal.version)}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:1em auto}} pre{{background:#f4f4f4;padding:.5em}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.2em .5em}}</style></head><body>
+<h1>Calibration proposal {html.escape(cal.version)}</h1>
+<pre>{html.escape(chr(10).join(summary_lines(p)))}</pre>
+<p>Model {html.escape(cal.model or '?')}, score <b>{html.escape(cal.score)}</b>, board rule
+<b>{html.escape(p.rule.type)}</b>, target false-reject rate {100 * (cal.target_frr or 0):g} %.</p>
+<img alt="board score histogram" src="data:image/png;base64,{_b64(hist)}">
+<h2>Worst good boards</h2>
+<p>The good boards that score highest, with their tile scores (tiles over the proposed threshold framed in red).
+If one of them shows a real defect, remove its scan from the good data and calibrate again.</p>
+<table><tr><th>scan</th><th>board</th><th>lines</th><th>tiles</th><th>worst tile</th></tr>{rows}</table>
+{f'<img alt="worst good boards" src="data:image/png;base64,{_b64(worst_png)}">' if worst else ''}
+<h2>Data</h2><p>{html.escape(cal.source)}</p>
+</body></html>
+"""
+    page_path = out_dir / "report.html"
+    page_path.write_text(page, encoding="utf-8")
+    summary = {
+        "calibration": cal.model_dump(mode="json"),
+        "good_board_scores": [float(x) if np.isfinite(x) else None for x in p.good_stats],
+        "defect_board_scores": [float(x) if np.isfinite(x) else None for x in p.defect_stats],
+        "exceedances": p.choice.exceedances, "allowed": p.choice.allowed,
+        "frr_upper95": p.choice.frr_upper95, "caught": p.caught,
+        "current_good_rejects": p.current_good_rejects,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    log.info("calibration_report", path=str(page_path))
+    return page_path
