@@ -101,6 +101,7 @@ class CameraSourceConfig(_Strict):
     """The GenICam camera of `run` and `record` (harvesters + a GenTL producer). Every node
     written is checked against the camera's range, increment or enum entries."""
 
+    type: Literal["genicam"] = "genicam"
     cti: list[Path] = Field(default_factory=list, description="GenTL producers; empty = *.cti in GENICAM_GENTL64_PATH folders")
     serial: str | None = Field(None, description="pick the device with this serial number")
     model: str | None = Field(None, description="pick the device with this model name")
@@ -135,6 +136,19 @@ class CameraSourceConfig(_Strict):
         return self
 
 
+class ReplaySourceConfig(_Strict):
+    """Recorded scans as the source of `run`: for commissioning, soak tests and demos without a
+    camera. `realtime` paces at camera.line_rate_hz like a camera (and drops like one)."""
+
+    type: Literal["replay"]
+    path: Path = Field(description="scan file, folder of frames, or recording folder")
+    speed: Literal["max", "realtime"] = "realtime"
+    loop: bool = Field(False, description="start again at the end, the line counter running on")
+
+
+SourceConfig = Annotated[Union[CameraSourceConfig, ReplaySourceConfig], Field(discriminator="type")]
+
+
 class RecordConfig(_Strict):
     max_bytes: int = Field(10 * 1024**3, ge=1, description="disk budget of one recording; oldest chunks go first")
     max_file_frames: int = Field(1000, ge=1, description="frames per chunk file")
@@ -146,6 +160,14 @@ class LoggingConfig(_Strict):
 
 
 class Config(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _source_type(cls, data: object) -> object:
+        """`source:` without a `type` is the camera, the service's normal source."""
+        if isinstance(data, dict) and isinstance(data.get("source"), dict) and "type" not in data["source"]:
+            data = {**data, "source": {"type": "genicam", **data["source"]}}
+        return data
+
     camera: CameraConfig = CameraConfig()
     tiling: TilingConfig = TilingConfig()
     inference: InferenceConfig = InferenceConfig()
@@ -153,7 +175,7 @@ class Config(_Strict):
     output: OutputConfig = OutputConfig()
     logging: LoggingConfig = LoggingConfig()
     training: TrainingConfig = TrainingConfig()
-    source: CameraSourceConfig = CameraSourceConfig()
+    source: SourceConfig = CameraSourceConfig()
     record: RecordConfig = RecordConfig()
 
 

@@ -1,0 +1,189 @@
+"""The recording format: write strips, read them back bit for bit with their counters."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_inspect.acquisition.base import Strip
+from edge_inspect.acquisition.recording import Recorder, RecordingSource, is_recording
+from edge_inspect.errors import InputDataError
+
+LINES, WIDTH = 8, 48
+
+
+def make_strips(n: int, channels: int = 3, seed: int = 0, gap_at: int | None = None) -> list[Strip]:
+    rng = np.random.default_rng(seed)
+    out, line = [], 0
+    for i in range(n):
+        if i == gap_at:
+            line += 5 * LINES  # lost frames stay lost
+        lines = rng.integers(0, 256, (LINES, WIDTH, channels), dtype=np.uint8)
+        out.append(Strip(lines=lines, first_line=line, t_ns=1_000_000 + i * 2_000_000, frame_id=line // LINES))
+        line += LINES
+    return out
+
+
+def record(out: Path, strips: list[Strip], channels: int = 3, **kw) -> Recorder:
+    rec = Recorder(out, width=WIDTH, channels=channels, lines_per_frame=LINES,
+                   camera={"model": "test"}, source="numpy", **kw)
+    for s in strips:
+        rec.write(s)
+    rec.close()
+    return rec
+
+
+def assert_same(got: list[Strip], want: list[Strip]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert np.array_equal(g.lines, w.lines)
+        assert (g.first_line, g.t_ns, g.frame_id) == (w.first_line, w.t_ns, w.frame_id)
+        assert g.lines.dtype == np.uint8 and g.lines.shape == w.lines.shape
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_round_trip_with_chunks_and_gaps(tmp_path, channels):
+    strips = make_strips(25, channels, gap_at=13)
+    rec = record(tmp_path / "rec", strips, channels, max_file_frames=10)
+    assert rec.chunks_written == 3
+    d = tmp_path / "rec"
+    assert is_recording(d) and not is_recording(tmp_path)
+    assert sorted(p.name for p in d.iterdir()) == [
+        "chunk_000000.npz", "chunk_000001.npz", "chunk_000002.npz", "recording.json"]
+    meta = json.loads((d / "recording.json").read_text())
+    assert meta["format"] == "edge-inspect-recording" and meta["version"] == 1
+    assert (meta["width"], meta["channels"], meta["lines_per_frame"]) == (WIDTH, channels, LINES)
+    assert meta["closed"] and meta["frames"] == 25 and meta["camera"] == {"model": "test"}
+    with np.load(d / "chunk_000002.npz") as z:  # plain numpy reads a chunk
+        assert z["lines"].shape == (5, LINES, WIDTH, channels)
+        assert z["first_line"].dtype == np.int64 and z["t_ns"].dtype == np.int64
+    src = RecordingSource(d)
+    assert (src.width, src.channels, src.lines_per_frame, src.live) == (WIDTH, channels, LINES, False)
+    got = list(src.strips())
+    assert_same(got, strips)
+    firsts = np.array([s.first_line for s in got])
+    assert np.diff(firsts).max() == 6 * LINES  # the gap survived
+
+
+def test_disk_budget_removes_oldest_chunks(tmp_path):
+    strips = make_strips(50)
+    chunk_bytes = 10 * LINES * WIDTH * 3
+    rec = record(tmp_path / "rec", strips, max_file_frames=10, max_bytes=int(3.5 * chunk_bytes))
+    names = sorted(p.name for p in (tmp_path / "rec").glob("chunk_*.npz"))
+    assert names == ["chunk_000003.npz", "chunk_000004.npz"]  # 2 kept + room for the next one
+    assert rec.chunks_removed == 3
+    total = sum(p.stat().st_size for p in (tmp_path / "rec").iterdir())
+    assert total <= 3.5 * chunk_bytes
+    assert_same(list(RecordingSource(tmp_path / "rec").strips()), strips[30:])
+
+
+def test_budget_below_one_chunk_keeps_the_newest(tmp_path):
+    record(tmp_path / "rec", make_strips(30), max_file_frames=10, max_bytes=100)
+    assert [p.name for p in (tmp_path / "rec").glob("chunk_*.npz")] == ["chunk_000002.npz"]
+
+
+def test_corrupt_or_missing_files_are_clear_errors(tmp_path):
+    d = tmp_path / "rec"
+    record(d, make_strips(25), max_file_frames=10)
+    # a truncated chunk in the middle: the frames before it come out, then a clear error
+    c1 = d / "chunk_000001.npz"
+    c1.write_bytes(c1.read_bytes()[: c1.stat().st_size // 2])
+    src = RecordingSource(d)
+    got = []
+    with pytest.raises(InputDataError, match="chunk_000001.npz: corrupt chunk"):
+        for s in src.strips():
+            got.append(s)
+    assert len(got) == 10
+    # garbage as the first chunk: refused at open
+    (d / "chunk_000000.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(InputDataError, match="chunk_000000.npz: corrupt chunk"):
+        RecordingSource(d)
+    (d / "recording.json").write_text("{ not json")
+    with pytest.raises(InputDataError, match="recording.json: corrupt"):
+        RecordingSource(d)
+    (d / "recording.json").write_text(json.dumps({"format": "edge-inspect-recording", "version": 99}))
+    with pytest.raises(InputDataError, match="version 99"):
+        RecordingSource(d)
+    (d / "recording.json").unlink()
+    assert not is_recording(d)
+    with pytest.raises(InputDataError, match="recording.json missing"):
+        RecordingSource(d)
+
+
+def test_chunk_with_wrong_shape_is_refused(tmp_path):
+    d = tmp_path / "rec"
+    record(d, make_strips(5))
+    np.savez(d / "chunk_000000.npz", lines=np.zeros((5, LINES, WIDTH + 1, 3), np.uint8),
+             first_line=np.zeros(5, np.int64), t_ns=np.zeros(5, np.int64), frame_id=np.zeros(5, np.int64))
+    with pytest.raises(InputDataError, match="corrupt chunk"):
+        RecordingSource(d)
+
+
+def test_empty_recording_and_bad_frames(tmp_path):
+    rec = Recorder(tmp_path / "empty", width=WIDTH, channels=3, lines_per_frame=LINES)
+    with pytest.raises(InputDataError, match="expected uint8"):
+        rec.write(Strip(lines=np.zeros((LINES + 1, WIDTH, 3), np.uint8), first_line=0, t_ns=0, frame_id=0))
+    rec.close()
+    rec.close()
+    with pytest.raises(InputDataError, match="no chunk files"):
+        RecordingSource(tmp_path / "empty")
+    with pytest.raises(InputDataError, match="already holds a recording"):
+        Recorder(tmp_path / "empty", width=WIDTH, channels=3, lines_per_frame=LINES)
+
+
+def test_interrupted_recording_leftovers_are_ignored(tmp_path):
+    d = tmp_path / "rec"
+    rec = Recorder(d, width=WIDTH, channels=3, lines_per_frame=LINES, max_file_frames=10)
+    strips = make_strips(15)
+    for s in strips:
+        rec.write(s)
+    # no close(): the process died; chunk 0 is complete, chunk 1 is only a .part file
+    assert (d / "chunk_000001.npz.part").is_file()
+    assert_same(list(RecordingSource(d).strips()), strips[:10])
+    rec.close()
+
+
+def test_realtime_paces_by_recorded_time_and_close_stops(tmp_path):
+    strips = make_strips(10)  # 2 ms apart
+    strips = [Strip(s.lines, s.first_line, s.t_ns * 10, s.frame_id) for s in strips]  # 20 ms apart
+    record(tmp_path / "rec", strips)
+    src = RecordingSource(tmp_path / "rec", speed="realtime")
+    assert src.live
+    t = time.monotonic()
+    assert len(list(src.strips())) == 10
+    assert 0.15 < time.monotonic() - t < 2.0
+    src = RecordingSource(tmp_path / "rec", speed="realtime")
+    threading.Timer(0.05, src.close).start()
+    assert len(list(src.strips())) < 10
+
+
+def test_records_a_live_camera(tmp_path):
+    """A second of the viky GenTL camera recorded and read back identically."""
+    pytest.importorskip("harvesters.core", reason="harvesters (camera extra) not installed")
+    genicam = pytest.importorskip("genicam", reason="genicam (camera extra) not installed")
+    cti = Path(genicam.__file__).parent / "viky.cti"
+    if not cti.is_file():
+        pytest.skip(f"viky GenTL producer not found at {cti}")
+    from edge_inspect.acquisition.genicam import GenicamSource
+    from edge_inspect.config import CameraSourceConfig, RecordConfig
+
+    cam = GenicamSource(CameraSourceConfig(cti=[cti], width=320, pixel_format="RGBa8",
+                                           line_rate_hz=100 * 100.0), 100)
+    rec = Recorder.for_source(tmp_path / "cam", cam, RecordConfig(max_file_frames=40))
+    seen = []
+    t0 = time.monotonic()
+    for s in cam.strips():
+        rec.write(s)
+        seen.append(Strip(s.lines.copy(), s.first_line, s.t_ns, s.frame_id))  # pool slots are reused
+        if time.monotonic() - t0 > 1.0:
+            cam.close()
+    rec.close()
+    assert len(seen) >= 50 and rec.chunks_written >= 2
+    src = RecordingSource(tmp_path / "cam")
+    assert src.meta["camera"]["model"] == "Viky" and src.meta["camera"]["pixel_format"] == "RGBa8"
+    assert_same(list(src.strips()), seen)
