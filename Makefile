@@ -15,7 +15,7 @@ $(VENV)/.stamp-base: pyproject.toml
 	touch $@
 
 $(VENV)/.stamp-train: $(VENV)/.stamp-base
-	$(PY) -m pip install -q -e '.[cpu,train,dev]'
+	$(PY) -m pip install -q -e '.[cpu,train,camera,dev]'
 	touch $@
 
 # The main job on the embedded default: a fresh synthetic scan (boards never seen in training)

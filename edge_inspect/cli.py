@@ -27,6 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="folder for boards.jsonl (default: output.records_dir)")
     p.add_argument("--speed", choices=["max", "realtime"], default="max")
 
+    p = sub.add_parser("run", help="the inspection service on the configured source (camera)")
+    _add_config(p)
+    p.add_argument("--max-seconds", type=float, default=None, help="drain and stop after this long")
+
+    p = sub.add_parser("record", help="save raw frames from the configured source for replay and calibration")
+    _add_config(p)
+    p.add_argument("--out", type=Path, required=True, help="new folder for the recording")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+
     p = sub.add_parser("synth", help="make synthetic line-scan wood scans with ground truth")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--boards", type=int, default=20)

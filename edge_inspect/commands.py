@@ -6,6 +6,7 @@ import argparse
 import math
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import structlog
@@ -35,27 +36,53 @@ def _board_line(v) -> str:
             f"score {score:>8}  {v.verdict.upper():6s}  {reasons}")
 
 
-def replay(args: argparse.Namespace) -> int:
-    from edge_inspect.acquisition.replay import ReplaySource, scan_files
+def _model_and_calibration(cfg: Config):
+    """The backend and the calibration that belongs to it, or a clear refusal."""
     from edge_inspect.decision.calibration import check_against_model, load_calibration
+    from edge_inspect.inference.registry import create_backend
+
+    cal = load_calibration(cfg.decision.calibration)
+    backend = create_backend(cfg.inference.backend)
+    check_against_model(cal, cfg.decision.calibration, backend.model_sha256, backend.score_names)
+    return backend, cal
+
+
+def _until_stopped(body, stop, max_seconds: float | None = None):
+    """Run `body()`; SIGINT/SIGTERM and the time limit call `stop()`, which ends it by draining
+    instead of killing it."""
+    previous = {s: signal.signal(s, lambda *_: stop()) for s in (signal.SIGINT, signal.SIGTERM)}
+    timer = threading.Timer(max_seconds, stop) if max_seconds else None
+    try:
+        if timer:
+            timer.start()
+        return body()
+    finally:
+        if timer:
+            timer.cancel()
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def replay(args: argparse.Namespace) -> int:
+    from edge_inspect.acquisition.factory import open_scan
+    from edge_inspect.acquisition.recording import is_recording
+    from edge_inspect.acquisition.replay import scan_files
     from edge_inspect.decision.records import JsonlRecords
     from edge_inspect.decision.truth import compare, load_truth, truth_path_for
-    from edge_inspect.inference.registry import create_backend
     from edge_inspect.pipeline import Pipeline
 
     cfg = _setup(args)
     for scan in args.scans:  # every path checked before any work starts
-        scan_files(scan)
-    cal = load_calibration(cfg.decision.calibration)
-    backend = create_backend(cfg.inference.backend)
-    check_against_model(cal, cfg.decision.calibration, backend.model_sha256, backend.score_names)
+        if not is_recording(scan):
+            scan_files(scan)
+    backend, cal = _model_and_calibration(cfg)
     out_dir = args.out or cfg.output.records_dir
     records = JsonlRecords(out_dir / "boards.jsonl")
     failed = False
     rows = []
     try:
         for scan in args.scans:
-            source = ReplaySource(scan, cfg.camera.lines_per_frame, cfg.camera.line_rate_hz, args.speed)
+            source = open_scan(scan, cfg, args.speed)
             verdicts: list[dict] = []
 
             def on_verdict(v, verdicts=verdicts) -> None:
@@ -64,12 +91,7 @@ def replay(args: argparse.Namespace) -> int:
                 _out(_board_line(v))
 
             pipe = Pipeline(cfg, source, backend, cal, on_verdict, source.width, source.channels)
-            previous = {s: signal.signal(s, lambda *_: pipe.stop()) for s in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                stats = pipe.run()
-            finally:
-                for s, h in previous.items():
-                    signal.signal(s, h)
+            stats = _until_stopped(pipe.run, pipe.stop)
             if stats.error:
                 failed = True
                 sys.stderr.write(f"edge-inspect: error: {scan}: {stats.error}\n")
@@ -91,6 +113,60 @@ def replay(args: argparse.Namespace) -> int:
              f"{st.tiles_per_s:8.1f} {st.dropped_strips:5d} {st.lines_lost:6d}")
     _out(f"records: {records.path}")
     return 1 if failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_inspect.acquisition.factory import open_source
+    from edge_inspect.decision.records import JsonlRecords
+    from edge_inspect.pipeline import Pipeline
+
+    cfg = _setup(args)
+    backend, cal = _model_and_calibration(cfg)
+    source = open_source(cfg)  # before our signal handlers: harvesters sets its own on open
+    records = JsonlRecords(cfg.output.records_dir / "boards.jsonl")
+
+    def on_verdict(v) -> None:
+        records.write(v)
+        log.info("board", board_id=v.board_id, verdict=v.verdict, score=v.score, tiles=v.n_tiles,
+                 start_line=v.start_line, end_line=v.end_line, reasons=v.reasons, incomplete=v.incomplete)
+
+    pipe = Pipeline(cfg, source, backend, cal, on_verdict, source.width, source.channels)
+    log.info("started", source=source.name, backend=backend.name, model=backend.model_sha256[:12],
+             calibration=cal.version, records=str(records.path))
+    try:
+        st = _until_stopped(pipe.run, pipe.stop, args.max_seconds)
+    finally:
+        records.close()
+        backend.close()
+    counters = getattr(source, "counters", None)
+    log.info("stopped", boards=st.boards, rejects=st.rejects, incomplete=st.incomplete, tiles=st.tiles,
+             tiles_per_s=round(st.tiles_per_s, 1), dropped_strips=st.dropped_strips, lines_lost=st.lines_lost,
+             error=st.error, **(counters.as_dict() if counters else {}))
+    return 1 if st.error else 0
+
+
+def record(args: argparse.Namespace) -> int:
+    from edge_inspect.acquisition.factory import open_source
+    from edge_inspect.acquisition.recording import Recorder
+
+    cfg = _setup(args)
+    source = open_source(cfg)
+    rec = Recorder.for_source(args.out, source, cfg.record)
+
+    def copy_all() -> None:
+        for strip in source.strips():
+            rec.write(strip)
+
+    try:
+        _until_stopped(copy_all, source.close, args.max_seconds)
+    finally:
+        rec.close()
+    counters = getattr(source, "counters", None)
+    _out(f"recorded {rec.frames} frames to {args.out}"
+         + (f" ({rec.chunks_removed} oldest chunks removed for the disk budget)" if rec.chunks_removed else ""))
+    if counters:
+        _out("camera: " + ", ".join(f"{k} {v}" for k, v in counters.as_dict().items()))
+    return 0
 
 
 def synth(args: argparse.Namespace) -> int:

@@ -98,6 +98,7 @@ class Pipeline:
         self._infer_q: queue.Queue = queue.Queue()
         self._decision_q: queue.Queue = queue.Queue()
         self._abort = threading.Event()
+        self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_progress_ns = time.monotonic_ns()
 
@@ -111,7 +112,9 @@ class Pipeline:
             self._threads.append(th)
 
     def stop(self) -> None:
-        """Drain: the source stops, every board begun is finished and recorded."""
+        """Drain: the source stops, every board begun is finished and recorded (a board still
+        in view is rejected as incomplete: its end was never seen)."""
+        self._stopped.set()
         self.source.close()
 
     def join(self) -> PipelineStats:
@@ -194,7 +197,7 @@ class Pipeline:
                 strip = self._strip_q.get()
                 if strip is _END:
                     t = time.perf_counter()
-                    events = self._tiler.flush()
+                    events = self._tiler.flush(stopped=self._stopped.is_set())
                     busy += time.perf_counter() - t
                     busy += self._dispatch(events)
                     break

@@ -42,3 +42,32 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "edge_inspect.cli", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """make(nc) -> (onnx path, calibration path): a tiny GANomaly trained for one epoch and
+    exported by the real train/export code; fast enough that scoring never limits a test."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from edge_inspect.decision.initial import write_initial_calibration
+    from edge_inspect.export.onnx_export import export_onnx
+    from edge_inspect.training.config import TrainingConfig
+    from edge_inspect.training.loop import train
+
+    made: dict[int, tuple[Path, Path]] = {}
+
+    def make(nc: int) -> tuple[Path, Path]:
+        if nc not in made:
+            d = tmp_path_factory.mktemp(f"tiny{nc}")
+            tc = TrainingConfig(nc=nc, ngf=4, ndf=4, nz=8, max_channels=8, epochs=1, batch_size=8)
+            tiles = np.random.default_rng(nc).integers(0, 255, (24, 256, 256, nc), dtype=np.uint8)
+            result = train(tc, tiles, d / "model")
+            manifest = export_onnx(result.checkpoint, d / "tiny.onnx")
+            write_initial_calibration(d / "model" / "validation_scores.npz", "residual_max",
+                                      manifest["sha256"], d / "current.yaml")
+            made[nc] = (d / "tiny.onnx", d / "current.yaml")
+        return made[nc]
+
+    return make

@@ -40,8 +40,9 @@ class TilesCut:
 @dataclass(frozen=True, slots=True)
 class BoardEnded:
     """A board is complete on the tiling side. `end_line` is exclusive. `reason` is one of
-    "gap", "max_length", "frame", "end_of_stream", "lines_lost". `incomplete` is True when lines
-    of the board were lost (dropped strips, or the board began before a gap in the line counter)."""
+    "gap", "max_length", "frame", "end_of_stream", "lines_lost", "stopped". `incomplete` is True
+    when lines of the board were lost (dropped strips, the board began before a gap in the line
+    counter) or the source was stopped while the board was in view."""
 
     board_id: int
     start_line: int

@@ -139,17 +139,18 @@ class BoardSegmenter:
         return events
 
     def close(self, reason: str) -> list[SegEvent]:
-        """End the stream (reason "end_of_stream") or its received part ("lines_lost").
+        """End the stream (reason "end_of_stream"), its received part ("lines_lost"), or a stream
+        stopped while material kept coming ("stopped").
 
         end_of_stream behaves like a gap after the last line (a short trailing run below exit is
-        not board; debris is dropped). lines_lost closes at the last received line and never
-        drops: a board whose end was lost must reach the decision stage as incomplete."""
+        not board; debris is dropped). lines_lost and stopped close at the last received line and
+        never drop: a board whose end was not seen must reach the decision stage as incomplete."""
         events: list[SegEvent] = []
         if self._open:
             stop = self._end
             if reason == "end_of_stream" and self._run is not None:
                 stop = self._run
-            self._finish(stop, reason, events, keep_short=reason == "lines_lost")
+            self._finish(stop, reason, events, keep_short=reason != "end_of_stream")
         self.reset()
         return events
 

@@ -127,11 +127,13 @@ class Tiler:
             self._image_strip(first, n, events)
         return events
 
-    def flush(self) -> list[TilingEvent]:
-        """End of stream: close an open board ("end_of_stream"); the next push starts afresh."""
+    def flush(self, stopped: bool = False) -> list[TilingEvent]:
+        """End of stream: close an open board; the next push starts afresh. A stream that ran
+        out (end of a file) ends as "end_of_stream"; one that was stopped while the material
+        kept coming (service shutdown) ends as "stopped": the board in flight is incomplete."""
         events: list[TilingEvent] = []
         if not self._frame_mode:
-            self._close_open("end_of_stream", events)
+            self._close_open("stopped" if stopped else "end_of_stream", events)
         self._segmenter.reset()
         self._expected = None
         return events
@@ -227,7 +229,7 @@ class Tiler:
                 width=width,
                 n_tiles=tiles.n_tiles,
                 reason=reason,
-                incomplete=seg.incomplete or reason == "lines_lost",
+                incomplete=seg.incomplete or reason in ("lines_lost", "stopped"),
                 t_last_ns=self._t_of(end - 1),
             )
         )
