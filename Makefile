@@ -21,7 +21,7 @@ $(VENV)/.stamp-train: $(VENV)/.stamp-base
 # The main job on the embedded default: a fresh synthetic scan (boards never seen in training)
 # replayed through the shipped demo model, verdicts compared with the ground truth.
 demo: $(VENV)/.stamp-base
-	rm -rf $(DEMO)
+	rm -rf $(DEMO)/scans $(DEMO)/records
 	$(EI) synth --out $(DEMO)/scans --boards 20 --seed 2024
 	$(EI) replay $(DEMO)/scans/scan.png --config config/demo.yaml --out $(DEMO)/records
 

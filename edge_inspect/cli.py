@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="bare backend tiles/s versus end-to-end replay, per stage")
     _add_config(p)
     p.add_argument("--scan", type=Path, default=None, help="scan to replay (default: a synthetic one)")
-    p.add_argument("--seconds", type=float, default=10.0, help="time budget for the bare-backend run")
+    p.add_argument("--seconds", type=float, default=15.0, help="time for the bare-backend runs, over all rounds")
+    p.add_argument("--rounds", type=int, default=3, help="bare and end-to-end runs alternate this many times")
 
     p = sub.add_parser("calibrate", help="new reject threshold from recent good boards, with a report")
     _add_config(p)
