@@ -250,7 +250,8 @@ def test_calibrate_apply_meets_its_bound_on_fresh_boards_then_rollback(scans, si
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("Boards scored: 48 good (2 scans), 8 defect")
-    assert lines[1].startswith("Current threshold 0.4935")
+    current = yaml.safe_load(original)["tile_threshold"]
+    assert lines[1].startswith(f"Current threshold {current:.4f}")
     assert lines[2].startswith("Proposed threshold ") and "with 95 % confidence" in lines[2]
     assert "of 8 defect boards" in lines[2]
     assert any(line.startswith("Applied: ") for line in lines)
