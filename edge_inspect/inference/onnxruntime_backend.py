@@ -26,8 +26,6 @@ class OnnxRuntimeBackend:
         opts.intra_op_num_threads = cfg.threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        # Idle workers must sleep, not spin: the tiling and acquisition threads share the cores.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(cfg.model), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
