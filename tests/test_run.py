@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -130,3 +131,50 @@ def test_run_on_a_looping_replay_drains_on_sigterm(tmp_path, tiny_model, small_s
     assert len(records) == st["boards"] > 6          # more than one pass of the scan
     starts = [r["start_line"] for r in records]
     assert starts == sorted(starts)                  # the line counter runs on across passes
+
+
+@needs_viky
+def test_camera_vanishing_under_a_running_pipeline(tmp_path, tiny_model, demo_cfg):
+    """The image acquirer is destroyed mid-board (an unplugged camera) while the full pipeline
+    runs: the source reconnects, the board in flight is rejected as incomplete, inspection goes
+    on, and the process never stops."""
+    from edge_inspect.acquisition.genicam import GenicamSource
+    from edge_inspect.decision.calibration import load_calibration
+    from edge_inspect.inference.registry import create_backend
+    from edge_inspect.pipeline import Pipeline
+
+    model, cal_path = tiny_model(3)
+    backend_cfg = demo_cfg.inference.backend.model_copy(update={"model": model})
+    seg = demo_cfg.tiling.segmenter.model_copy(update={"max_board_lines": 2048})
+    cfg = demo_cfg.model_copy(update={
+        "camera": demo_cfg.camera.model_copy(update={"lines_per_frame": 100}),
+        "tiling": demo_cfg.tiling.model_copy(update={"segmenter": seg}),
+        "inference": demo_cfg.inference.model_copy(update={"backend": backend_cfg}),
+    })
+    src = GenicamSource(CameraSourceConfig(cti=[VIKY], pixel_format="RGBa8", width=800, line_rate_hz=10_000,
+                                           reconnect_backoff_s=(0.2, 1.0)), 100)
+    verdicts = []
+    pipe = Pipeline(cfg, src, create_backend(backend_cfg), load_calibration(cal_path), verdicts.append,
+                    src.width, src.channels)
+
+    def unplug_then_stop():
+        time.sleep(1.5)
+        with src.io_lock:  # between two fetches: harvesters frees its buffers in destroy()
+            src.image_acquirer.destroy()
+        deadline = time.monotonic() + 10
+        while src.counters.reconnects == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.0)
+        pipe.stop()
+
+    th = threading.Thread(target=unplug_then_stop)
+    pipe.start()
+    th.start()
+    st = pipe.join()
+    th.join()
+    assert st.error is None and src.counters.reconnects >= 1
+    assert st.lines_lost > 0                          # the outage is a gap in the line counter
+    lost = [v for v in verdicts if any("lines_lost" in r for r in v.reasons)]
+    assert lost and all(v.verdict == "reject" and v.incomplete for v in lost)
+    after = [v for v in verdicts if v.start_line > lost[0].end_line and not v.incomplete]
+    assert after, "inspection goes on after the reconnect"
