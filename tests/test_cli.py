@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DEMO_CAL, DEMO_MODEL, ROOT, run_cli
+from conftest import DEMO_CAL, DEMO_MODEL, run_cli
 
 
 def config_file(tmp_path: Path, extra: str = "", model: Path = DEMO_MODEL, cal: Path = DEMO_CAL) -> Path:
