@@ -61,7 +61,41 @@ class OnnxRuntimeBackendConfig(_Strict):
     threads: int = Field(0, ge=0, description="intra-op threads; 0 = one per core")
 
 
-BackendConfig = Annotated[Union[OnnxRuntimeBackendConfig], Field(discriminator="type")]
+class TorchBackendConfig(_Strict):
+    """A training checkpoint scored by torch (CPU or CUDA). On CUDA: FP16, channels_last and one
+    CUDA graph per batch size (a partial batch is padded up to the nearest captured size)."""
+
+    type: Literal["torch"]
+    model: Path = Field(Path("model.pt"), description="training checkpoint (model.pt from train)")
+    onnx: Path | None = Field(
+        None, description="the ONNX export of this checkpoint: its sha256 names the model for calibration and records")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$", description="cpu, cuda or cuda:N")
+    fp16: bool = Field(True, description="half precision (CUDA only; the CPU runs FP32)")
+    channels_last: bool = Field(True, description="NHWC memory format for the convolutions (CUDA only)")
+    cuda_graphs: bool = Field(True, description="capture one CUDA graph per batch size (CUDA only)")
+    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [1, 4, 8, 16, 32, 64], min_length=1,
+        description="batch sizes captured as CUDA graphs; larger batches are split")
+    threads: int = Field(0, ge=0, description="CPU intra-op threads; 0 = torch's default")
+
+
+class TensorRTBackendConfig(_Strict):
+    """A serialized TensorRT engine (`edge-inspect build-engine`) run through pycuda."""
+
+    type: Literal["tensorrt"]
+    engine: Path = Field(Path("engines/demo.plan"), description="engine file; its manifest is <engine>.json")
+    device: int = Field(0, ge=0, description="CUDA device index")
+    streams: int = Field(2, ge=1, le=8, description="batches in flight, one CUDA stream and context each")
+
+    @property
+    def model(self) -> Path:
+        """The file a running service watches for a model change (same key as the other backends)."""
+        return self.engine
+
+
+BackendConfig = Annotated[
+    Union[OnnxRuntimeBackendConfig, TorchBackendConfig, TensorRTBackendConfig], Field(discriminator="type")
+]
 
 
 class InferenceConfig(_Strict):
@@ -154,6 +188,116 @@ class RecordConfig(_Strict):
     max_file_frames: int = Field(1000, ge=1, description="frames per chunk file")
 
 
+# -- service (run): sinks, records, heatmaps, metrics, drift, watchdog ---------------------------
+
+
+class TcpSinkConfig(_Strict):
+    """Reject signals as JSON lines to a PLC gateway over TCP (own thread, bounded queue)."""
+
+    type: Literal["tcp"]
+    host: str = Field(description="gateway host name or address")
+    port: int = Field(ge=1, le=65535)
+    queue: int = Field(1000, ge=1, description="messages kept while disconnected; when full the oldest is dropped (counted, logged)")
+    only_rejects: bool = Field(False, description="send only reject verdicts (default: every board)")
+    connect_timeout_s: float = Field(2.0, gt=0)
+    backoff_s: tuple[float, float] = Field((0.1, 5.0), description="first and largest wait between reconnects")
+
+    @model_validator(mode="after")
+    def _backoff(self) -> "TcpSinkConfig":
+        lo, hi = self.backoff_s
+        if lo <= 0 or hi < lo:
+            raise ValueError("backoff_s must be (first, largest) with 0 < first <= largest")
+        return self
+
+
+class GenicamOutputSinkConfig(_Strict):
+    """A reject pulse on a camera digital output (needs `source.type: genicam`). The pulse starts
+    `delay` after the board's first line passed the camera (the ejector sits downstream)."""
+
+    type: Literal["genicam_output"]
+    line: str = Field("Line1", description="LineSelector entry of the output line")
+    user_output: str = Field("UserOutput1", description="UserOutputSelector entry routed to the line (LineSource)")
+    pulse_ms: float | None = Field(None, gt=0, description="pulse length in ms (default 50 unless pulse_lines)")
+    pulse_lines: int | None = Field(None, ge=1, description="pulse length in camera lines")
+    delay_ms: float | None = Field(None, ge=0, description="delay from the board's first line, in ms")
+    delay_lines: int | None = Field(None, ge=0, description="delay from the board's first line, in camera lines")
+    only_rejects: bool = Field(True, description="pulse on rejects only (false: on every board)")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "GenicamOutputSinkConfig":
+        if self.pulse_ms is not None and self.pulse_lines is not None:
+            raise ValueError("give pulse_ms or pulse_lines, not both")
+        if self.delay_ms is not None and self.delay_lines is not None:
+            raise ValueError("give delay_ms or delay_lines, not both")
+        return self
+
+
+class LogSinkConfig(_Strict):
+    """One structlog event per board (journald under systemd)."""
+
+    type: Literal["log"]
+    only_rejects: bool = False
+
+
+SinkConfig = Annotated[Union[TcpSinkConfig, GenicamOutputSinkConfig, LogSinkConfig], Field(discriminator="type")]
+
+
+class RecordsConfig(_Strict):
+    """Board records: JSONL (records_dir/boards.jsonl) and/or SQLite in WAL mode with retention."""
+
+    jsonl: bool = True
+    sqlite: bool = False
+    sqlite_path: Path | None = Field(None, description="default: <output.records_dir>/boards.sqlite")
+    retention_days: float | None = Field(90.0, gt=0, description="SQLite rows older than this are pruned; null = keep")
+    max_rows: int | None = Field(None, ge=1, description="SQLite keeps at most this many newest rows; null = no limit")
+    prune_interval_s: float = Field(600.0, gt=0, description="how often retention is applied")
+
+
+class HeatmapsConfig(_Strict):
+    """Overlay PNGs of rejected boards (downscaled board + tile-score heat) within a disk budget."""
+
+    enabled: bool = False
+    dir: Path | None = Field(None, description="default: <output.records_dir>/heatmaps")
+    max_bytes: int = Field(512 * 1024**2, ge=1, description="disk budget; oldest PNGs removed first")
+    max_width: int = Field(512, ge=16, description="thumbnail width in px: board lines are kept downscaled by ceil(width / max_width)")
+    queue: int = Field(32, ge=1, description="images waiting for the writer thread; more are skipped (counted)")
+
+
+class MetricsConfig(_Strict):
+    """Prometheus metrics over HTTP (prometheus-client)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535, description="0 = any free port (logged)")
+
+
+class DriftConfig(_Strict):
+    """Alarm when the good boards' scores move away from what the calibration assumed: the
+    `quantile` of the last `window` accepted boards' scores, divided by the reference (the
+    `reference` given here, else the calibration's tile threshold), outside [min_ratio, max_ratio]."""
+
+    enabled: bool = True
+    window: int = Field(200, ge=10, description="accepted boards in the rolling window")
+    min_boards: int = Field(50, ge=1, description="no alarm before this many accepted boards")
+    quantile: float = Field(0.5, gt=0, lt=1)
+    reference: float | None = Field(None, gt=0, description="expected value of that quantile; default the tile threshold")
+    min_ratio: float = Field(0.0, ge=0)
+    max_ratio: float = Field(0.8, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "DriftConfig":
+        if self.min_ratio >= self.max_ratio:
+            raise ValueError("min_ratio must be below max_ratio")
+        return self
+
+
+class ServiceConfig(_Strict):
+    """systemd integration of `run`."""
+
+    status_interval_s: float = Field(2.0, gt=0, description="STATUS= update period")
+    stall_after_s: float = Field(10.0, gt=0, description="a stage with work waiting and no progress for this long stops the watchdog pings")
+
+
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -177,6 +321,12 @@ class Config(_Strict):
     training: TrainingConfig = TrainingConfig()
     source: SourceConfig = CameraSourceConfig()
     record: RecordConfig = RecordConfig()
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [LogSinkConfig(type="log")])
+    records: RecordsConfig = RecordsConfig()
+    heatmaps: HeatmapsConfig = HeatmapsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    drift: DriftConfig = DriftConfig()
+    service: ServiceConfig = ServiceConfig()
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import structlog
@@ -25,6 +25,50 @@ from edge_inspect.tiling.tiler import Tiler
 log = structlog.get_logger(__name__)
 
 _END = object()  # end-of-stream marker passed down every queue
+
+
+class PipelineObserver(Protocol):
+    """Optional hooks for the service (metrics, heatmaps); called from the stage threads, so
+    they must be quick and must not block."""
+
+    def batch_scored(self, n_tiles: int, seconds: float) -> None: ...
+
+    def verdict(self, v: Verdict, t_last_line_ns: int | None) -> None: ...
+
+    def board_image(self, v: Verdict, image: np.ndarray, scale: int) -> None: ...
+
+
+class _Thumbnails:
+    """Board pixels for heatmaps, kept cheaply in the tiling stage: every `scale`-th line and
+    column of each strip goes into a ring of downscaled lines indexed by the camera line counter
+    (one strided copy per strip, 1/scale^2 of its bytes). When a board ends, its rows are cut
+    out and travel to the decision stage beside the BoardEnded event; lost lines read as black."""
+
+    def __init__(self, width: int, channels: int, scale: int, max_lines: int) -> None:
+        self.scale = scale
+        self._rows = max_lines // scale + 2
+        self._buf = np.zeros((self._rows, -(-width // scale), channels), np.uint8)
+        self._row_id = np.full(self._rows, -1, np.int64)
+
+    def add(self, lines: np.ndarray, first_line: int) -> None:
+        s = self.scale
+        off = (-first_line) % s
+        sub = lines[off::s, ::s]
+        if not len(sub):
+            return
+        r0 = (first_line + off) // s
+        ids = np.arange(r0, r0 + len(sub))
+        idx = ids % self._rows
+        self._buf[idx] = sub
+        self._row_id[idx] = ids
+
+    def board(self, start_line: int, end_line: int) -> np.ndarray:
+        s = self.scale
+        ids = np.arange(-(-start_line // s), -(-end_line // s))[-self._rows:]
+        idx = ids % self._rows
+        out = self._buf[idx]
+        out[self._row_id[idx] != ids] = 0
+        return out
 
 
 @dataclass
@@ -72,7 +116,11 @@ class Pipeline:
         on_verdict: Callable[[Verdict], None],
         width: int,
         channels: int,
+        observer: PipelineObserver | None = None,
+        image_scale: int = 0,
     ) -> None:
+        """`observer` gets batch/verdict timings; with `image_scale` > 0 it also gets a board
+        image (every image_scale-th line and column) for each rejected board."""
         t = cfg.tiling.tile_size
         if backend.tile_size != t:
             raise InputDataError(f"model takes {backend.tile_size}px tiles but tiling.tile_size is {t}")
@@ -101,6 +149,22 @@ class Pipeline:
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_progress_ns = time.monotonic_ns()
+        self.observer = observer
+        seg = cfg.tiling.segmenter
+        self._thumbs = (_Thumbnails(width, channels, image_scale,
+                                    seg.max_board_lines + 2 * seg.min_gap_lines + 8 * cfg.camera.lines_per_frame)
+                        if image_scale > 0 and observer is not None else None)
+        self._images: dict[int, np.ndarray] = {}   # decision thread: board images awaiting verdicts
+        self._t_last: dict[int, int] = {}          # decision thread: board id -> time of its last line
+        #: per-stage work items done (strips in, strips tiled, batches scored, decision messages);
+        #: the service's watchdog compares them with the backlogs to find a stalled stage
+        self.progress = {"acquisition": 0, "tiling": 0, "inference": 0, "decision": 0}
+        self._pending_tiles = 0
+        self._new_backend: tuple[Backend, Calibration] | None = None
+        self._swap_lock = threading.Lock()
+        self._straddling: set[int] = set()  # boards open when the model changed (decision thread)
+        #: backends replaced by set_backend, for the caller to close after join()
+        self.retired_backends: list[Backend] = []
 
     # -- control -------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,12 +187,41 @@ class Pipeline:
         self.stats.wall_s = time.perf_counter() - self._t0
         return self.stats
 
+    def running(self) -> bool:
+        """True while any stage thread is still working (including draining after stop())."""
+        return any(th.is_alive() for th in self._threads)
+
     def run(self) -> PipelineStats:
         self.start()
         return self.join()
 
     def set_calibration(self, cal: Calibration) -> None:
+        """New thresholds, same model: applied by the decision stage in stream order, so every
+        verdict after it uses them and no frame waits."""
         self._decision_q.put(("calibration", cal))
+
+    def set_backend(self, backend: Backend, cal: Calibration) -> None:
+        """New model (and its calibration): the inference stage swaps it in between two batches;
+        the decision stage switches the calibration at the same point of the stream. Boards
+        whose tiles were scored partly by each model are rejected (fail safe)."""
+        if backend.tile_size != self.backend.tile_size or backend.channels != self.backend.channels:
+            raise InputDataError(
+                f"new model takes {backend.tile_size}px {backend.channels}-channel tiles, the running "
+                f"pipeline {self.backend.tile_size}px {self.backend.channels}-channel")
+        with self._swap_lock:
+            self._new_backend = (backend, cal)
+
+    def backlog(self) -> dict[str, int]:
+        """Work waiting in front of each stage (approximate; read from any thread). The camera
+        always counts as having work: it must keep fetching even when the line is idle."""
+        return {"acquisition": 1, "tiling": self._strip_q.qsize(),
+                "inference": self._infer_q.qsize() + self._pending_tiles,
+                "decision": self._decision_q.qsize()}
+
+    @property
+    def queue_depths(self) -> dict[str, int]:
+        return {"strips": self._strip_q.qsize(), "inference": self._infer_q.qsize(),
+                "decision": self._decision_q.qsize(), "ring_tiles": int(self._ring.used)}
 
     def _guard(self, name: str, fn: Callable[[], None]) -> Callable[[], None]:
         """A failing stage stops the source; each stage passes the end marker on in `finally`.
@@ -166,6 +259,7 @@ class Pipeline:
                     break
                 st.frames += 1
                 st.lines += len(strip.lines)
+                self.progress["acquisition"] += 1
                 if live:
                     try:
                         self._strip_q.put_nowait(strip)
@@ -202,9 +296,12 @@ class Pipeline:
                     busy += self._dispatch(events)
                     break
                 t = time.perf_counter()
+                if self._thumbs is not None:
+                    self._thumbs.add(strip.lines, strip.first_line)
                 events = self._tiler.push(strip)
                 busy += time.perf_counter() - t
                 busy += self._dispatch(events)
+                self.progress["tiling"] += 1
         finally:
             st.lines_lost = self._tiler.lines_lost
             st.ignored_segments = self._tiler.ignored_segments
@@ -230,6 +327,8 @@ class Pipeline:
                     self._infer_q.put((start, ev.metas[lo:hi]))
                 self.stats.tiles += n
             elif isinstance(ev, (BoardStarted, BoardEnded)):
+                if isinstance(ev, BoardEnded) and self._thumbs is not None:
+                    self._decision_q.put(("image", ev.board_id, self._thumbs.board(ev.start_line, ev.end_line)))
                 self._decision_q.put(ev)
         return busy
 
@@ -261,6 +360,7 @@ class Pipeline:
                     start += take
                     metas = metas[take:]
                     n += take
+                    self._pending_tiles = n
                     if n == b:
                         busy += self._score(items, n)
                         items, n = [], 0
@@ -286,6 +386,8 @@ class Pipeline:
                 self._gather[off:off + len(m)] = self._ring.view(s, len(m))
                 off += len(m)
             batch = self._gather[:n]
+        if self._new_backend is not None:
+            self._swap_backend()
         scores = self.backend.score(batch)[self._score_name]
         busy = time.perf_counter() - t
         last_start, last_metas = items[-1]
@@ -293,8 +395,23 @@ class Pipeline:
         metas = [m for _, ms in items for m in ms]
         self._decision_q.put(("scored", metas, scores))
         self.stats.batches += 1
+        self.progress["inference"] += 1
+        self._pending_tiles = 0
         self._last_progress_ns = time.monotonic_ns()
+        if self.observer is not None:
+            self.observer.batch_scored(n, busy)
         return busy
+
+    def _swap_backend(self) -> None:
+        """Inference thread, between batches: the next batch is scored by the new model."""
+        with self._swap_lock:
+            backend, cal = self._new_backend  # type: ignore[misc]
+            self._new_backend = None
+        old, self.backend = self.backend, backend
+        self._score_name = cal.score
+        self._decision_q.put(("model", backend.model_sha256, cal))
+        self.retired_backends.append(old)
+        log.info("model_swapped", old=old.model_sha256[:12], new=backend.model_sha256[:12], calibration=cal.version)
 
     def _decide(self) -> None:
         busy = 0.0
@@ -303,13 +420,23 @@ class Pipeline:
             if item is _END:
                 break
             t = time.perf_counter()
+            self.progress["decision"] += 1
             if isinstance(item, BoardStarted):
                 self._agg.started(item)
                 verdicts = []
             elif isinstance(item, BoardEnded):
+                self._t_last[item.board_id] = item.t_last_ns
                 verdicts = self._agg.ended(item)
             elif item[0] == "scored":
                 verdicts = self._agg.scored(item[1], item[2])
+            elif item[0] == "image":
+                self._images[item[1]] = item[2]
+                verdicts = []
+            elif item[0] == "model":  # ("model", sha256, cal): later scores come from the new model
+                self._straddling = set(self._agg._boards)  # noqa: SLF001 - boards holding old-model scores
+                self._agg.model = item[1][:12]
+                self._agg.set_calibration(item[2])
+                verdicts = []
             else:  # ("calibration", cal)
                 self._agg.set_calibration(item[1])
                 verdicts = []
@@ -321,8 +448,20 @@ class Pipeline:
         self.stats.stage_s.decision = busy
 
     def _emit(self, v: Verdict) -> None:
+        if v.board_id in self._straddling:
+            self._straddling.discard(v.board_id)
+            if v.n_tiles:
+                v.verdict = "reject"
+                v.reasons.append("model changed while the board was being scored (fail safe)")
+        t_last = self._t_last.pop(v.board_id, None)
+        image = self._images.pop(v.board_id, None)
         st = self.stats
         st.boards += 1
         st.rejects += v.verdict == "reject"
         st.incomplete += v.incomplete
         self.on_verdict(v)
+        obs = self.observer
+        if obs is not None:
+            obs.verdict(v, t_last)
+            if image is not None and v.verdict == "reject" and self._thumbs is not None:
+                obs.board_image(v, image, self._thumbs.scale)

@@ -483,6 +483,16 @@ class GenicamSource:
         stop(), and doing that under a running fetch crashes the process."""
         return self._ia
 
+    def with_node_map(self, fn: Any) -> Any:
+        """Call fn(node_map) on the camera's remote-device node map under `io_lock`, so the
+        acquirer cannot be destroyed (reconnect, close) meanwhile; for the digital-output sink.
+        Raises CameraUnavailableError while the camera is reconnecting."""
+        with self.io_lock:
+            ia = self._ia
+            if ia is None:
+                raise CameraUnavailableError("camera is reconnecting: node map not available")
+            return fn(ia.remote_device.node_map)
+
     def _next_strip(self) -> Strip | None:
         """One fetch slice under io_lock: a strip, or None (timeout slice, unusable buffer)."""
         with self.io_lock:

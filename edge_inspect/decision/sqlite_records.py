@@ -1,0 +1,99 @@
+"""Board records in SQLite (WAL mode): the JSONL fields as columns, `reasons` and `defects` as
+JSON text, plus `recorded_at` (UTC unix seconds, wall clock) for retention, which is applied
+every `prune_interval_s` by age and/or row count. WAL lets dashboards read while the service
+writes; every board is committed on its own (synchronous=NORMAL: a power cut may lose the last
+commits, never corrupt the file)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from pathlib import Path
+
+import structlog
+
+from edge_inspect.decision.aggregator import Verdict
+
+log = structlog.get_logger(__name__)
+
+_COLUMNS = (
+    ("board_id", "INTEGER"), ("source", "TEXT"), ("start_line", "INTEGER"), ("end_line", "INTEGER"),
+    ("width", "INTEGER"), ("n_tiles", "INTEGER"), ("score", "REAL"), ("verdict", "TEXT"),
+    ("reasons", "TEXT"), ("defects", "TEXT"), ("incomplete", "INTEGER"), ("t_first_line_ns", "INTEGER"),
+    ("t_verdict_ns", "INTEGER"), ("model", "TEXT"), ("calibration", "TEXT"),
+)
+
+
+class SqliteRecords:
+    def __init__(self, path: Path, retention_days: float | None = None, max_rows: int | None = None,
+                 prune_interval_s: float = 600.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.retention_days = retention_days
+        self.max_rows = max_rows
+        self.prune_interval_s = prune_interval_s
+        self.pruned = 0
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        cols = ", ".join(f"{n} {t}" for n, t in _COLUMNS)
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS boards (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         f"recorded_at REAL NOT NULL, {cols})")
+        self._db.execute("CREATE INDEX IF NOT EXISTS boards_recorded_at ON boards (recorded_at)")
+        names = ", ".join(n for n, _ in _COLUMNS)
+        self._insert = f"INSERT INTO boards (recorded_at, {names}) VALUES (?, {', '.join('?' * len(_COLUMNS))})"
+        self._next_prune = time.monotonic()  # prune once at start
+
+    def write(self, v: Verdict) -> None:
+        rec = v.to_record()
+        if isinstance(rec["score"], float) and not math.isfinite(rec["score"]):
+            rec["score"] = None
+        rec["reasons"] = json.dumps(rec["reasons"])
+        rec["defects"] = json.dumps(rec["defects"])
+        rec["incomplete"] = int(rec["incomplete"])
+        self._db.execute(self._insert, (time.time(), *(rec[n] for n, _ in _COLUMNS)))
+        if time.monotonic() >= self._next_prune:
+            self.prune()
+
+    def prune(self, now: float | None = None) -> int:
+        """Apply retention now; returns rows removed."""
+        now = time.time() if now is None else now
+        removed = 0
+        if self.retention_days is not None:
+            removed += self._db.execute("DELETE FROM boards WHERE recorded_at < ?",
+                                        (now - self.retention_days * 86400,)).rowcount
+        if self.max_rows is not None:
+            removed += self._db.execute(
+                "DELETE FROM boards WHERE id <= (SELECT id FROM boards ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (self.max_rows,)).rowcount
+        self._next_prune = time.monotonic() + self.prune_interval_s
+        if removed:
+            self.pruned += removed
+            log.info("records_pruned", path=str(self.path), rows=removed)
+        return removed
+
+    def close(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+
+
+def read_records(path: Path) -> list[dict]:
+    """Rows as JSONL-style dicts (reasons/defects decoded), oldest first: for tests and tools."""
+    db = sqlite3.connect(str(path))
+    try:
+        names = [n for n, _ in _COLUMNS]
+        rows = db.execute(f"SELECT {', '.join(names)} FROM boards ORDER BY id").fetchall()
+    finally:
+        db.close()
+    out = []
+    for row in rows:
+        rec = dict(zip(names, row))
+        rec["reasons"] = json.loads(rec["reasons"])
+        rec["defects"] = json.loads(rec["defects"])
+        rec["incomplete"] = bool(rec["incomplete"])
+        out.append(rec)
+    return out

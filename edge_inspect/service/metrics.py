@@ -1,0 +1,104 @@
+"""Prometheus metrics of the service. Counts the pipeline already keeps (frames, tiles, boards,
+drops, queue depths) are read at scrape time by a collector, so the hot path pays nothing for
+them; only the two latency histograms are observed as events happen."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import structlog
+from prometheus_client import CollectorRegistry, Histogram, Info, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = structlog.get_logger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _PipelineCollector:
+    """Reads the pipeline's plain counters when Prometheus scrapes."""
+
+    def __init__(self, service: Any) -> None:
+        self._svc = service
+
+    def describe(self) -> Iterable:
+        return []
+
+    def collect(self) -> Iterable:
+        pipe = self._svc.pipeline
+        if pipe is None:
+            return
+        st = pipe.stats
+        cam = getattr(self._svc.source, "counters", None)
+        counters = {
+            "frames": ("frames received from the source", st.frames),
+            "lost_frames": ("frames the camera/producer lost (frame-id gaps)", getattr(cam, "lost_frames", 0)),
+            "lines_lost": ("camera lines missing from the line counter", st.lines_lost),
+            "dropped_strips": ("strips dropped because the strip queue was full", st.dropped_strips),
+            "camera_timeouts": ("fetch timeouts (no frame within fetch_timeout_s)", getattr(cam, "timeouts", 0)),
+            "camera_reconnects": ("camera reconnects", getattr(cam, "reconnects", 0)),
+            "tiles": ("tiles cut and sent to inference (rate() gives tiles/s)", st.tiles),
+            "batches": ("batches scored", st.batches),
+            "boards": ("board verdicts", st.boards),
+            "rejects": ("boards rejected", st.rejects),
+            "incomplete": ("boards rejected as incomplete", st.incomplete),
+        }
+        for name, (doc, value) in counters.items():
+            c = CounterMetricFamily(f"edge_inspect_{name}", doc)
+            c.add_metric([], float(value))
+            yield c
+        for sink in self._svc.sinks:
+            for key, value in sink.counters().items():
+                c = CounterMetricFamily(f"edge_inspect_sink_{key}", f"reject-signal sink {key}", labels=["sink"])
+                c.add_metric([sink.name], float(value))
+                yield c
+        g = GaugeMetricFamily("edge_inspect_queue_depth", "items waiting in front of a stage", labels=["queue"])
+        for q, depth in pipe.queue_depths.items():
+            g.add_metric([q], float(depth))
+        yield g
+        drift = self._svc.drift
+        if drift is not None:
+            g = GaugeMetricFamily("edge_inspect_drift_ratio",
+                                  "rolling quantile of accepted boards' scores / calibration reference")
+            g.add_metric([], float(drift.ratio) if drift.ratio is not None else float("nan"))
+            yield g
+            g = GaugeMetricFamily("edge_inspect_drift_alarm", "1 while the good-board scores are out of bounds")
+            g.add_metric([], 1.0 if drift.alarm else 0.0)
+            yield g
+
+
+class Metrics:
+    """Registry, histograms, info and the HTTP server (own registry: no process-global state)."""
+
+    def __init__(self, service: Any) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.batch_latency = Histogram("edge_inspect_batch_seconds", "time to score one batch",
+                                       buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.verdict_latency = Histogram("edge_inspect_verdict_latency_seconds",
+                                         "from a board's last camera line to its verdict",
+                                         buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.info = Info("edge_inspect", "backend, model and calibration in use", registry=self.registry)
+        self.registry.register(_PipelineCollector(service))
+        self._server: Any = None
+        self.port: int | None = None
+
+    def set_info(self, backend: str, model: str, calibration: str, source: str) -> None:
+        self.info.info({"backend": backend, "model": model, "calibration": calibration, "source": source})
+
+    def serve(self, host: str, port: int) -> bool:
+        """Start the HTTP endpoint; a port in use is logged, not fatal (inspection matters more)."""
+        try:
+            result = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            log.error("metrics_unavailable", host=host, port=port, error=str(exc))
+            return False
+        self._server = result[0] if isinstance(result, tuple) else result
+        self.port = getattr(self._server, "server_port", port)
+        log.info("metrics_listening", host=host, port=self.port)
+        return True
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

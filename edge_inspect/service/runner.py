@@ -1,0 +1,295 @@
+"""`edge-inspect run`: the pipeline as a systemd service.
+
+Start-up order is what makes a bad configuration harmless: config, calibration and model, the
+source, the sinks (checked against the camera) and the pipeline are all validated before any
+file is written, any port is opened or READY=1 is sent; a ConfigError on the way exits 78 with
+nothing half started. Then records, heatmaps and metrics open, the stage threads start (the
+backend is loaded and the source is open, so the first frame can be scored) and READY=1 goes
+out. The main thread then only supervises: watchdog pings while no stage is stalled
+(service/watchdog.py), STATUS= lines, SIGHUP reloads, SIGTERM/SIGINT drains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import structlog
+
+from edge_inspect.config import Config
+from edge_inspect.decision.aggregator import Verdict
+from edge_inspect.decision.calibration import Calibration, check_against_model, load_calibration
+from edge_inspect.errors import EdgeInspectError
+from edge_inspect.service.notify import Notifier
+from edge_inspect.service.watchdog import StallMonitor
+
+log = structlog.get_logger(__name__)
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class Service:
+    """Holds what `run` opened; the decision thread calls `on_verdict` and the observer hooks."""
+
+    def __init__(self, cfg: Config, backend: Any, cal: Calibration, max_seconds: float | None = None,
+                 environ: dict[str, str] | None = None) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.cal = cal
+        self.max_seconds = max_seconds
+        self.notifier = Notifier(environ)
+        self.source: Any = None
+        self.pipeline: Any = None
+        self.sinks: list[Any] = []
+        self.records: list[Any] = []
+        self.heatmaps: Any = None
+        self.metrics: Any = None
+        self.drift: Any = None
+        self._latencies: deque[float] = deque(maxlen=100_000)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._model_stamp = _file_stamp(Path(cfg.inference.backend.model))
+
+    # -- start-up -----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Validate everything that can be wrong before writing or announcing anything."""
+        from edge_inspect.acquisition.factory import open_source
+        from edge_inspect.decision.sinks import build_sinks
+        from edge_inspect.pipeline import Pipeline
+
+        cfg = self.cfg
+        self.source = open_source(cfg)  # before our signal handlers: harvesters sets its own on open
+        self.sinks = build_sinks(cfg, self.source)
+        width = self.source.width
+        scale = max(1, -(-width // cfg.heatmaps.max_width)) if cfg.heatmaps.enabled else 0
+        self.pipeline = Pipeline(cfg, self.source, self.backend, self.cal, self.on_verdict, width,
+                                 self.source.channels, observer=self, image_scale=scale)
+        if cfg.drift.enabled:
+            from edge_inspect.decision.drift import DriftMonitor
+
+            self.drift = DriftMonitor(cfg.drift, self.cal)
+        # -- from here on things are written --
+        rd = cfg.output.records_dir
+        if cfg.records.jsonl:
+            from edge_inspect.decision.records import JsonlRecords
+
+            self.records.append(JsonlRecords(rd / "boards.jsonl"))
+        if cfg.records.sqlite:
+            from edge_inspect.decision.sqlite_records import SqliteRecords
+
+            r = cfg.records
+            self.records.append(SqliteRecords(r.sqlite_path or rd / "boards.sqlite", r.retention_days,
+                                              r.max_rows, r.prune_interval_s))
+        if cfg.heatmaps.enabled:
+            from edge_inspect.decision.heatmaps import HeatmapWriter
+
+            h = cfg.heatmaps
+            self.heatmaps = HeatmapWriter(h.dir or rd / "heatmaps", h.max_bytes, cfg.tiling.tile_size, h.queue)
+        if cfg.metrics.enabled:
+            from edge_inspect.service.metrics import Metrics
+
+            self.metrics = Metrics(self)
+            self._set_info()
+            self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+
+    def _set_info(self) -> None:
+        if self.metrics is not None:
+            self.metrics.set_info(self.backend.name, self.backend.model_sha256[:12], self.cal.version,
+                                  self.source.name)
+
+    # -- decision-thread hooks ----------------------------------------------------------------
+    def on_verdict(self, v: Verdict) -> None:
+        for r in self.records:
+            r.write(v)
+        for s in self.sinks:
+            s.send(v)
+        if self.drift is not None:
+            self.drift.observe(v)
+
+    def batch_scored(self, n_tiles: int, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.batch_latency.observe(seconds)
+
+    def verdict(self, v: Verdict, t_last_line_ns: int | None) -> None:
+        if t_last_line_ns is None or t_last_line_ns <= 0:
+            return
+        dt = max(0.0, (v.t_verdict_ns - t_last_line_ns) / 1e9)
+        self._latencies.append(dt)
+        if self.metrics is not None:
+            self.metrics.verdict_latency.observe(dt)
+
+    def board_image(self, v: Verdict, image: np.ndarray, scale: int) -> None:
+        if self.heatmaps is not None:
+            self.heatmaps.submit(v, image, scale, self.cal.tile_threshold)
+
+    # -- supervision --------------------------------------------------------------------------
+    def run(self) -> int:
+        pipe = self.pipeline
+        handlers = {signal.SIGTERM: lambda *_: self._stop.set(), signal.SIGINT: lambda *_: self._stop.set(),
+                    signal.SIGHUP: lambda *_: self._reload.set()}
+        previous = {s: signal.signal(s, h) for s, h in handlers.items()}
+        for s in self.sinks:
+            s.start()
+        pipe.start()
+        t_start = time.monotonic()
+        self.notifier.ready(self._status_text(0.0))
+        log.info("started", source=self.source.name, backend=self.backend.name,
+                 model=self.backend.model_sha256[:12], calibration=self.cal.version,
+                 records=[str(getattr(r, "path", "")) for r in self.records],
+                 notify=self.notifier.enabled, watchdog_s=self.notifier.watchdog_s)
+        monitor = StallMonitor(pipe, self.source, self.cfg.service.stall_after_s)
+        wd_every = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None
+        st_every = self.cfg.service.status_interval_s
+        next_wd = time.monotonic()
+        next_status = time.monotonic() + st_every
+        last_boards, last_t = 0, time.monotonic()
+        stalled_before: list[str] = []
+        stopping = False
+        try:
+            while pipe.running():
+                now = time.monotonic()
+                if not stopping and (self._stop.is_set() or (self.max_seconds and now - t_start >= self.max_seconds)):
+                    stopping = True
+                    self.notifier.stopping()
+                    log.info("stopping", why="signal" if self._stop.is_set() else "max_seconds")
+                    pipe.stop()
+                if self._reload.is_set() and not stopping:
+                    self._reload.clear()
+                    self.reload()
+                if wd_every is not None and now >= next_wd:
+                    stalled = monitor.stalled()
+                    if not stalled:
+                        self.notifier.watchdog()
+                    elif stalled != stalled_before:
+                        log.error("pipeline_stalled", stages=stalled, backlog=pipe.backlog(),
+                                  action="watchdog pings withheld: systemd will restart the service")
+                    stalled_before = stalled
+                    next_wd = now + wd_every
+                if now >= next_status:
+                    boards = pipe.stats.boards
+                    rate = (boards - last_boards) / max(1e-9, now - last_t)
+                    last_boards, last_t = boards, now
+                    self.notifier.status(self._status_text(rate))
+                    next_status = now + st_every
+                self._stop.wait(0.05)
+        finally:
+            st = pipe.join()
+            for s, h in previous.items():
+                signal.signal(s, h)
+            self.close()
+        lat = np.asarray(self._latencies, float)
+        counters = getattr(self.source, "counters", None)
+        log.info("stopped", boards=st.boards, rejects=st.rejects, incomplete=st.incomplete, tiles=st.tiles,
+                 tiles_per_s=round(st.tiles_per_s, 1), dropped_strips=st.dropped_strips, lines_lost=st.lines_lost,
+                 error=st.error,
+                 verdict_latency_p50_ms=round(float(np.percentile(lat, 50)) * 1e3, 2) if lat.size else None,
+                 verdict_latency_p99_ms=round(float(np.percentile(lat, 99)) * 1e3, 2) if lat.size else None,
+                 sinks={s.name: s.counters() for s in self.sinks},
+                 **(counters.as_dict() if counters else {}))
+        return 1 if st.error else 0
+
+    def _status_text(self, boards_per_s: float) -> str:
+        st = self.pipeline.stats
+        text = (f"{st.boards} boards ({boards_per_s:.2f}/s), {st.rejects} rejects, {st.incomplete} incomplete, "
+                f"{st.frames} frames, {st.dropped_strips} dropped strips, calibration {self.cal.version}")
+        if self.drift is not None and self.drift.alarm:
+            text += f", DRIFT ratio {self.drift.ratio:.3f}"
+        return text
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the calibration; when the model file changed, load the new model and
+        let the inference stage swap it in between batches. The pipeline keeps running all the
+        while (no frame waits); a reload that fails keeps the old state and says why."""
+        from edge_inspect.inference.registry import create_backend
+
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        cfg = self.cfg
+        path = cfg.decision.calibration
+        new_backend = None
+        try:
+            cal = load_calibration(path)
+            stamp = _file_stamp(Path(cfg.inference.backend.model))
+            if stamp != self._model_stamp:
+                new_backend = create_backend(cfg.inference.backend)
+                if new_backend.model_sha256 == self.backend.model_sha256:
+                    new_backend.close()
+                    new_backend = None
+            target = new_backend or self.backend
+            check_against_model(cal, path, target.model_sha256, target.score_names)
+            if new_backend is not None:
+                self.pipeline.set_backend(new_backend, cal)
+                self.backend = new_backend
+            else:
+                self.pipeline.set_calibration(cal)
+            self._model_stamp = stamp
+        except EdgeInspectError as exc:
+            if new_backend is not None:
+                new_backend.close()
+            log.error("reload_failed", error=str(exc), kept_calibration=self.cal.version,
+                      kept_model=self.backend.model_sha256[:12])
+            self.notifier.send("READY=1", f"STATUS=reload failed, kept {self.cal.version}: {exc}"[:400])
+            return
+        old = self.cal.version
+        self.cal = cal
+        if self.drift is not None:
+            self.drift.set_calibration(cal)
+        self._set_info()
+        log.info("reloaded", calibration=cal.version, previous_calibration=old,
+                 model=self.backend.model_sha256[:12], model_changed=new_backend is not None)
+        self.notifier.send("READY=1", f"STATUS=reloaded calibration {cal.version}")
+
+    def close(self) -> None:
+        """After the pipeline has drained: sinks deliver what they can, files are closed."""
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception as exc:
+                log.error("sink_close_failed", sink=s.name, error=str(exc))
+        for r in self.records:
+            r.close()
+        if self.heatmaps is not None:
+            self.heatmaps.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.pipeline is not None:
+            for b in self.pipeline.retired_backends:
+                b.close()
+        self.backend.close()
+        self.notifier.close()
+
+    def abandon(self) -> None:
+        """Start-up failed: release what was opened (nothing was written yet)."""
+        if self.source is not None:
+            self.source.close()
+        for s in self.sinks:
+            s.close()
+        for r in self.records:
+            r.close()
+        if self.heatmaps is not None:
+            self.heatmaps.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.backend.close()
+
+
+def run_service(cfg: Config, max_seconds: float | None,
+                model_and_calibration: Callable[[Config], tuple[Any, Calibration]]) -> int:
+    backend, cal = model_and_calibration(cfg)
+    svc = Service(cfg, backend, cal, max_seconds)
+    try:
+        svc.open()
+    except BaseException:
+        svc.abandon()
+        raise
+    return svc.run()

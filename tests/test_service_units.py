@@ -1,0 +1,210 @@
+"""The service's parts one by one, with real sockets, real SQLite files and the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from edge_inspect.acquisition.replay import ReplaySource
+from edge_inspect.config import Config, DriftConfig, TcpSinkConfig
+from edge_inspect.decision.aggregator import Verdict
+from edge_inspect.decision.calibration import load_calibration
+from edge_inspect.decision.drift import DriftMonitor
+from edge_inspect.decision.heatmaps import HeatmapWriter, render_overlay
+from edge_inspect.decision.sinks import TcpSink
+from edge_inspect.decision.sqlite_records import SqliteRecords, read_records
+from edge_inspect.inference.registry import create_backend
+from edge_inspect.pipeline import Pipeline, _Thumbnails
+from edge_inspect.service.notify import Notifier
+from edge_inspect.service.watchdog import StallMonitor
+from edge_inspect.tiling.events import TileMeta
+
+
+def verdict(i: int, verdict: str = "accept", score: float = 0.1, **kw) -> Verdict:
+    base = dict(board_id=i, source="s", start_line=i * 100, end_line=i * 100 + 50, width=64, n_tiles=1,
+                score=score, verdict=verdict, reasons=["r"], defects=[], incomplete=False,
+                t_first_line_ns=time.monotonic_ns(), t_verdict_ns=time.monotonic_ns(), model="m", calibration="c")
+    base.update(kw)
+    return Verdict(**base)
+
+
+def test_notifier_abstract_socket_and_watchdog_env():
+    name = f"@ei-unit-{uuid.uuid4().hex}"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind("\0" + name[1:])
+    s.settimeout(2)
+    try:
+        n = Notifier({"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "3000000"})
+        assert n.watchdog_s == 3.0
+        assert n.ready("ok")
+        assert s.recv(1000).decode().split("\n")[:2] == ["READY=1", "STATUS=ok"]
+        assert n.watchdog() and s.recv(100) == b"WATCHDOG=1"
+        n.close()
+    finally:
+        s.close()
+    assert not Notifier({}).ready() and Notifier({}).watchdog_s is None
+    # a watchdog meant for another pid is not ours
+    assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_s is None
+
+
+def test_tcp_sink_full_queue_drops_oldest_counted_and_logged():
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    free = port.getsockname()[1]
+    port.close()  # nothing listens: the sink keeps everything queued
+    sink = TcpSink(TcpSinkConfig(type="tcp", host="127.0.0.1", port=free, queue=3, backoff_s=(0.05, 0.1)))
+    with capture_logs() as logs:
+        for i in range(5):
+            sink.send(verdict(i))
+    assert sink.dropped == 2 and [e["board_id"] for e in logs if e["event"] == "sink_message_dropped"] == [0, 1]
+    # a server appears: the three newest arrive, in order
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", free))
+    srv.listen(1)
+    sink.start()
+    conn, _ = srv.accept()
+    conn.settimeout(3)
+    data = b""
+    while data.count(b"\n") < 3:
+        data += conn.recv(4096)
+    sink.close()
+    conn.close()
+    srv.close()
+    assert [json.loads(x)["board_id"] for x in data.splitlines()] == [2, 3, 4]
+    assert sink.counters() == {"sent": 3, "dropped": 2, "connects": 1, "queued": 0}
+
+
+def test_sqlite_records_wal_and_retention(tmp_path):
+    db = SqliteRecords(tmp_path / "b.sqlite", retention_days=1, max_rows=3, prune_interval_s=3600)
+    for i in range(5):
+        db.write(verdict(i, score=float("nan") if i == 0 else 0.5, defects=[{"x": 1}]))
+    assert db._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert len(read_records(tmp_path / "b.sqlite")) == 5       # pruning is periodic, not per row
+    assert db.prune() == 2
+    rows = read_records(tmp_path / "b.sqlite")
+    assert [r["board_id"] for r in rows] == [2, 3, 4] and rows[0]["defects"] == [{"x": 1}]
+    assert rows[0]["reasons"] == ["r"] and rows[0]["incomplete"] is False
+    assert db.prune(now=time.time() + 2 * 86400) == 3           # older than a day
+    db.close()
+
+
+def test_drift_alarm_on_shifted_good_scores():
+    cal = load_calibration_stub(threshold=1.0)
+    d = DriftMonitor(DriftConfig(window=20, min_boards=10, max_ratio=0.8), cal)
+    with capture_logs() as logs:
+        for i in range(20):
+            d.observe(verdict(i, score=0.3))
+        assert not d.alarm and d.ratio == pytest.approx(0.3)
+        for i in range(20):
+            d.observe(verdict(i, score=0.9))
+        d.observe(verdict(99, "reject", score=5.0))           # rejects do not count
+    assert d.alarm and d.ratio == pytest.approx(0.9)
+    assert [e["event"] for e in logs] == ["drift_alarm"]
+
+
+def load_calibration_stub(threshold: float):
+    from edge_inspect.decision.calibration import Calibration
+
+    return Calibration(version="v", created="now", score="s", tile_threshold=threshold)
+
+
+def test_thumbnails_follow_the_line_counter():
+    th = _Thumbnails(width=64, channels=1, scale=4, max_lines=400)
+    lines = np.arange(100, dtype=np.uint8)[:, None, None].repeat(64, 1)
+    th.add(lines[:30], 10)   # lines 10..39
+    th.add(lines[30:], 40)   # 40..109
+    img = th.board(12, 100)
+    assert img.shape == (22, 16, 1)
+    assert list(img[:3, 0, 0]) == [2, 6, 10]                  # lines 12, 16, 20 (line - 10)
+    assert th.board(300, 320).max() == 0                      # never seen: black
+
+
+def test_heatmap_budget_removes_oldest(tmp_path):
+    v = verdict(1, "reject", score=2.0, tile_scores=np.array([0.5, 2.0], np.float32),
+                tile_metas=[TileMeta(1, 0, 0, 0, 0), TileMeta(1, 0, 1, 32, 0)])
+    img = np.full((16, 16, 3), 120, np.uint8)
+    out = render_overlay(img, 4, v, 1.0, 32)
+    assert out.shape == (16, 16, 3) and not np.array_equal(out[:, :8], out[:, 8:])
+    w = HeatmapWriter(tmp_path / "h", max_bytes=1, tile_size=32)  # room for one file only
+    for i in range(3):
+        w.submit(verdict(i, "reject", t_verdict_ns=i + 1, tile_scores=v.tile_scores, tile_metas=v.tile_metas),
+                 img, 4, 1.0)
+    w.close()
+    assert [p.name for p in (tmp_path / "h").glob("*.png")] == [f"{3:020d}_board{2:08d}.png"]
+    assert w.written == 3 and w.removed == 2
+
+
+class _StubPipe:
+    def __init__(self) -> None:
+        self.progress = {"acquisition": 0, "tiling": 0, "inference": 0, "decision": 0}
+        self.waiting = {"acquisition": 1, "tiling": 0, "inference": 0, "decision": 0}
+
+    def backlog(self) -> dict[str, int]:
+        return dict(self.waiting)
+
+
+class _Counters:
+    timeouts = 0
+
+
+class _Camera:
+    counters = _Counters()
+    image_acquirer = object()
+
+
+def test_stall_monitor():
+    pipe, cam = _StubPipe(), _Camera()
+    m = StallMonitor(pipe, cam, stall_after_s=1.0)
+    t = time.monotonic_ns()
+    assert m.stalled(t) == []
+    assert m.stalled(t + 2_000_000_000) == ["acquisition"]       # no frames, no timeouts: a hung fetch
+    cam.counters.timeouts += 1                                    # an idle line: the fetch loop turns
+    assert m.stalled(t + 3_000_000_000) == []
+    pipe.waiting["inference"] = 5                                 # work waiting, no batch scored
+    cam.counters.timeouts += 1
+    m.stalled(t + 3_500_000_000)
+    cam.counters.timeouts += 1
+    assert m.stalled(t + 5_000_000_000) == ["inference"]
+    pipe.progress["inference"] += 1
+    cam.counters.timeouts += 1
+    assert m.stalled(t + 5_100_000_000) == []
+    pipe.waiting["inference"] = 0
+    cam.image_acquirer = None                                     # reconnect back-off: alive
+    assert m.stalled(t + 9_000_000_000) == []
+
+
+def test_model_swap_between_batches_keeps_every_board(tiny_model, small_scan):
+    model, cal_path = tiny_model(3)
+    cfg = Config.model_validate({
+        "camera": {"lines_per_frame": 64},
+        "inference": {"backend": {"type": "onnxruntime", "model": str(model), "threads": 1}, "batch_size": 4},
+        "decision": {"calibration": str(cal_path)}})
+    cal = load_calibration(cal_path)
+    b1, b2 = create_backend(cfg.inference.backend), create_backend(cfg.inference.backend)
+    src = ReplaySource(small_scan, 64, 5000, "max")
+    verdicts: list[Verdict] = []
+
+    def on_verdict(v: Verdict) -> None:
+        verdicts.append(v)
+        if len(verdicts) == 2:
+            pipe.set_backend(b2, cal.model_copy(update={"version": "swapped"}))
+
+    pipe = Pipeline(cfg, src, b1, cal, on_verdict, src.width, src.channels)
+    with capture_logs() as logs:
+        st = pipe.run()
+    assert st.error is None and len(verdicts) == st.boards == 6
+    assert pipe.backend is b2 and pipe.retired_backends == [b1]
+    assert any(e["event"] == "model_swapped" for e in logs)
+    assert verdicts[-1].calibration == "swapped"
+    for v in verdicts:
+        if any("model changed" in r for r in v.reasons):
+            assert v.verdict == "reject"
+    b1.close()
+    b2.close()
