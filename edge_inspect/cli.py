@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true")
     p.add_argument("--calibration", type=Path, default=None,
                    help="also write an initial calibration from the checkpoint's validation scores")
-    p.add_argument("--score", default="residual_max", help="score the calibration uses")
+    p.add_argument("--score", default=None,
+                   help="score the calibration uses (default: the model's decision_score, else residual_max)")
 
     p = sub.add_parser("bench", help="bare backend tiles/s versus end-to-end replay, per stage")
     _add_config(p)

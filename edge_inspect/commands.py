@@ -116,33 +116,12 @@ def replay(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_inspect.acquisition.factory import open_source
-    from edge_inspect.decision.records import JsonlRecords
-    from edge_inspect.pipeline import Pipeline
+    """The service: see edge_inspect/service/runner.py (systemd notify, watchdog, SIGHUP reload,
+    SIGTERM drain, sinks, records, metrics)."""
+    from edge_inspect.service.runner import run_service
 
     cfg = _setup(args)
-    backend, cal = _model_and_calibration(cfg)
-    source = open_source(cfg)  # before our signal handlers: harvesters sets its own on open
-    records = JsonlRecords(cfg.output.records_dir / "boards.jsonl")
-
-    def on_verdict(v) -> None:
-        records.write(v)
-        log.info("board", board_id=v.board_id, verdict=v.verdict, score=v.score, tiles=v.n_tiles,
-                 start_line=v.start_line, end_line=v.end_line, reasons=v.reasons, incomplete=v.incomplete)
-
-    pipe = Pipeline(cfg, source, backend, cal, on_verdict, source.width, source.channels)
-    log.info("started", source=source.name, backend=backend.name, model=backend.model_sha256[:12],
-             calibration=cal.version, records=str(records.path))
-    try:
-        st = _until_stopped(pipe.run, pipe.stop, args.max_seconds)
-    finally:
-        records.close()
-        backend.close()
-    counters = getattr(source, "counters", None)
-    log.info("stopped", boards=st.boards, rejects=st.rejects, incomplete=st.incomplete, tiles=st.tiles,
-             tiles_per_s=round(st.tiles_per_s, 1), dropped_strips=st.dropped_strips, lines_lost=st.lines_lost,
-             error=st.error, **(counters.as_dict() if counters else {}))
-    return 1 if st.error else 0
+    return run_service(cfg, args.max_seconds, _model_and_calibration)
 
 
 def record(args: argparse.Namespace) -> int:
@@ -211,7 +190,8 @@ def export(args: argparse.Namespace) -> int:
     if args.calibration is not None:
         from edge_inspect.decision.initial import write_initial_calibration
 
-        cal = write_initial_calibration(args.model.parent / "validation_scores.npz", args.score,
+        score = args.score or manifest.get("decision_score") or "residual_max"
+        cal = write_initial_calibration(args.model.parent / "validation_scores.npz", score,
                                         manifest["sha256"], args.calibration)
         _out(f"wrote {args.calibration} ({cal.score} tile_threshold {cal.tile_threshold:.4g})")
     return 0

@@ -21,7 +21,7 @@ import torch
 
 from edge_inspect.errors import EdgeInspectError
 from edge_inspect.inference.manifest import manifest_path, sha256_file
-from edge_inspect.models.scoring import SCORE_NAMES, ScoringModel
+from edge_inspect.models.scoring import ScoringModel
 from edge_inspect.training.loop import load_checkpoint
 
 __all__ = ["INPUT_NAME", "OPSET", "export_onnx", "export_scoring_model", "check_onnx"]
@@ -38,7 +38,8 @@ def export_scoring_model(model: ScoringModel, out: Path, opset: int = OPSET) -> 
     """Trace ``model`` to ONNX with a dynamic batch axis (TorchScript exporter: plain static graph)."""
     model.eval()
     example = torch.zeros((2, model.tile, model.tile, model.channels), dtype=torch.uint8)
-    axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in SCORE_NAMES}}
+    names = list(model.score_names)
+    axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in names}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
         torch.onnx.export(
@@ -46,7 +47,7 @@ def export_scoring_model(model: ScoringModel, out: Path, opset: int = OPSET) -> 
             (example,),
             str(out),
             input_names=[INPUT_NAME],
-            output_names=list(SCORE_NAMES),
+            output_names=names,
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,
@@ -79,13 +80,14 @@ def check_onnx(
         raise EdgeInspectError(f"{onnx_path}: exported model does not load in ONNX Runtime ({exc})") from None
     rng = np.random.default_rng(seed)
     atol, rtol = _TOL[fp16]
-    worst = dict.fromkeys(SCORE_NAMES, 0.0)
+    names = list(model.score_names)
+    worst = dict.fromkeys(names, 0.0)
     for b in batches:
         tiles = rng.integers(0, 256, size=(b, model.tile, model.tile, model.channels), dtype=np.uint8)
         with torch.no_grad():
             want = [t.numpy() for t in ref(torch.from_numpy(tiles))]
-        got = sess.run(list(SCORE_NAMES), {INPUT_NAME: tiles})
-        for name, w, g in zip(SCORE_NAMES, want, got):
+        got = sess.run(names, {INPUT_NAME: tiles})
+        for name, w, g in zip(names, want, got):
             if g.shape != (b,) or g.dtype != np.float32:
                 raise EdgeInspectError(f"{onnx_path}: output {name} is {g.dtype} {g.shape}, expected float32 ({b},)")
             diff = np.abs(g - w)
@@ -112,7 +114,10 @@ def export_onnx(checkpoint: Path, out: Path, fp16: bool = False, opset: int = OP
     model, cfg = load_checkpoint(Path(checkpoint))
     fp32_ref = model
     if fp16:
-        model = ScoringModel(copy.deepcopy(model.netg), model.residual_kernel, half=True).eval()
+        model = ScoringModel(
+            copy.deepcopy(model.netg), model.residual_kernel, half=True,
+            netd=copy.deepcopy(model.netd), scores=model.score_names, lam=model.lam, vgg=copy.deepcopy(model.vgg),
+        ).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     try:
@@ -132,7 +137,8 @@ def export_onnx(checkpoint: Path, out: Path, fp16: bool = False, opset: int = OP
         "format": "onnx",
         "opset": opset,
         "input": {"name": INPUT_NAME, "shape": ["batch", tile, tile, channels], "dtype": "uint8", "layout": "NHWC"},
-        "outputs": list(SCORE_NAMES),
+        "outputs": list(model.score_names),
+        "decision_score": cfg.decision(),
         "output_dtype": "float32",
         "tile_size": tile,
         "channels": channels,

@@ -11,26 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edge_inspect.models.blocks import channel_plan, weights_init
+
 __all__ = ["Encoder", "Decoder", "NetG", "NetD", "weights_init", "channel_plan"]
-
-
-def channel_plan(isize: int, base: int, max_channels: int) -> list[int]:
-    """Channels after each stride-2 stage of the encoder, from isize/2 down to 4x4.
-
-    The decoder mirrors the same list, so encoder and decoder agree at every scale.
-    """
-    if isize < 16 or isize & (isize - 1):
-        raise ValueError(f"isize must be a power of 2 >= 16, got {isize}")
-    if base < 1 or max_channels < base:
-        raise ValueError(f"need 1 <= base ({base}) <= max_channels ({max_channels})")
-    chans = []
-    size, ch = isize // 2, base
-    while True:
-        chans.append(min(ch, max_channels))
-        if size <= 4:
-            return chans
-        size //= 2
-        ch *= 2
 
 
 class Encoder(nn.Module):
@@ -125,14 +108,3 @@ class NetD(nn.Module):
         feats = self.features(x)
         prob = self.classifier(feats).reshape(-1)
         return prob, feats
-
-
-def weights_init(module: nn.Module) -> None:
-    """DCGAN init (conv N(0, 0.02), BN weight N(1, 0.02), bias 0); use with ``net.apply``."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)

@@ -2,22 +2,40 @@
 
 This one ``forward`` is what training validation, evaluation and ONNX export all run, so a
 score means the same thing in every stage. Preprocessing lives inside the graph so every backend
-takes the same uint8 tiles (H2D moves bytes, not floats).
+takes the same uint8 tiles (H2D moves bytes, not floats). All requested scores come from one
+pass of G (and of D, when a score needs it).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_inspect.models.ganomaly import NetG
+from edge_inspect.models.blocks import upsample_to
 
-__all__ = ["SCORE_NAMES", "ScoringModel", "preprocess", "residual_kernel_for", "score_tiles"]
+__all__ = [
+    "ALL_SCORES",
+    "D_SCORES",
+    "SCORE_NAMES",
+    "ScoringModel",
+    "d_feature_stages",
+    "preprocess",
+    "residual_kernel_for",
+    "score_tiles",
+]
 
-#: Output order of :class:`ScoringModel` (and the ONNX output names).
+#: Output order of a GANomaly :class:`ScoringModel` without D (and the ONNX output names).
 SCORE_NAMES: tuple[str, ...] = ("latent_l2", "image_l1", "residual_max")
+#: Every score the graph can compute, in export order.
+ALL_SCORES: tuple[str, ...] = (
+    "latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max",
+)
+#: Scores that need the discriminator in the graph.
+D_SCORES = frozenset({"feature_l1", "feature_l2", "combined", "pixel_max"})
 
 
 def preprocess(tiles: torch.Tensor) -> torch.Tensor:
@@ -30,64 +48,177 @@ def residual_kernel_for(tile: int) -> int:
     return max(2, round(16 * tile / 256))
 
 
-class ScoringModel(nn.Module):
-    """GANomaly generator plus preprocessing and scores.
+def d_feature_stages(netd: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Outputs of every stage of a DCGAN discriminator body (isize/2 ... 4x4), one D pass.
 
-    Scores (each float32 [B], order :data:`SCORE_NAMES`):
-      * ``latent_l2``: mean (z - z_hat)^2, GANomaly's own score;
+    The last one equals ``netd(x)[1]``, the features the generators are trained to match.
+    """
+    stages = []
+    h = x
+    for layer in netd.features.main:
+        h = layer(h)
+        if isinstance(layer, nn.LeakyReLU):
+            stages.append(h)
+    return stages
+
+
+def default_scores(has_latent: bool, has_d: bool) -> tuple[str, ...]:
+    """GANomaly without D keeps the historical three outputs; with D every score it can make."""
+    if not has_d:
+        return SCORE_NAMES if has_latent else ("image_l1", "residual_max")
+    return tuple(s for s in ALL_SCORES if has_latent or s != "latent_l2")
+
+
+class ScoringModel(nn.Module):
+    """Generator (optionally discriminator and a VGG trunk) plus preprocessing and scores.
+
+    Scores (each float32 [B], in ``score_names`` order; x, x_hat in [-1, 1]):
+      * ``latent_l2``: mean (z - z_hat)^2, GANomaly's own score (GANomaly only);
       * ``image_l1``: mean |x - x_hat| over the tile;
       * ``residual_max``: max of the channel-mean |x - x_hat| map after a k x k box filter, a
-        localised score so a small defect is not diluted by the whole tile.
+        localised score so a small defect is not diluted by the whole tile;
+      * ``feature_l1`` / ``feature_l2``: mean |f(x) - f(x_hat)| / mean (f(x) - f(x_hat))^2 of D's
+        last features f (the wood study's discriminator residuals; Skip-GANomaly's latent score);
+      * ``combined``: lam * image_l1 + (1 - lam) * feature_l2 (Skip-GANomaly's A(x), lam = 0.9;
+        the paper min-max scales both over a test set, which a per-tile graph cannot do);
+      * ``pixel_max``: max of the FEGAN map S = lam * F + (1 - lam) * R, R the channel-mean
+        |x - x_hat|, F the mean over feature stages (D's, or VGG19's when given) of the
+        channel-mean |f(x) - f(x_hat)| upsampled bilinearly to the tile.
 
-    ``half=True`` runs the generator in FP16 (for an FP16 export); input stays uint8 and the
+    ``half=True`` runs the networks in FP16 (for an FP16 export); input stays uint8 and the
     residuals and scores are computed in FP32.
     """
 
-    def __init__(self, netg: NetG, residual_kernel: int | None = None, half: bool = False) -> None:
+    def __init__(
+        self,
+        netg: nn.Module,
+        residual_kernel: int | None = None,
+        half: bool = False,
+        netd: nn.Module | None = None,
+        scores: Sequence[str] | None = None,
+        lam: float = 0.9,
+        vgg: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.netg = netg
         self.tile = netg.isize
         self.channels = netg.nc
+        self.has_latent = bool(getattr(netg, "has_latent", True))
         self.residual_kernel = int(residual_kernel or residual_kernel_for(netg.isize))
         if not 1 <= self.residual_kernel <= netg.isize:
             raise ValueError(f"residual_kernel must be in [1, {netg.isize}], got {self.residual_kernel}")
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        self.netd = netd
+        self.vgg = vgg
+        self.lam = float(lam)
+        names = tuple(scores) if scores else default_scores(self.has_latent, netd is not None)
+        unknown = [s for s in names if s not in ALL_SCORES]
+        if unknown or len(set(names)) != len(names) or not names:
+            raise ValueError(f"scores must be distinct names from {ALL_SCORES}, got {list(names)}")
+        if "latent_l2" in names and not self.has_latent:
+            raise ValueError("latent_l2 needs a GANomaly generator (encoder-decoder-encoder)")
+        if netd is None and D_SCORES & set(names):
+            raise ValueError(f"scores {sorted(D_SCORES & set(names))} need the discriminator (netd)")
+        self.score_names: tuple[str, ...] = names
         self.half_precision = half
         if half:
-            self.netg.half()
+            for net in (self.netg, self.netd, self.vgg):
+                if net is not None:
+                    net.half()
 
-    def forward(self, tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = preprocess(tiles)
-        if self.half_precision:
-            x_hat, z, z_hat = self.netg(x.to(torch.float16))
-            x_hat, z, z_hat = x_hat.float(), z.float(), z_hat.float()
+    def _run(self, x: torch.Tensor, need_stages: bool) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """One pass of G (and D / VGG when needed); results in FP32."""
+        dt = torch.float16 if self.half_precision else torch.float32
+        xin = x.to(dt) if self.half_precision else x
+        out = self.netg(xin)
+        if self.has_latent:
+            x_hat, z, z_hat = out
+            res: dict = {"x_hat": x_hat.float(), "z": z.float(), "z_hat": z_hat.float()}
         else:
-            x_hat, z, z_hat = self.netg(x)
-        latent_l2 = (z - z_hat).pow(2).flatten(1).mean(1)
+            res = {"x_hat": out.float()}
+        if need_stages and self.netd is not None:
+            both = torch.cat([xin, res["x_hat"].to(dt)], 0)  # one D pass for x and x_hat
+            res["d_stages"] = [s.float() for s in d_feature_stages(self.netd, both)]
+        if need_stages and self.vgg is not None:
+            both = torch.cat([xin, res["x_hat"].to(dt)], 0)
+            res["vgg_stages"] = [s.float() for s in self.vgg(both)]
+        return res
+
+    def _feature_map(self, res: dict, b: int) -> torch.Tensor:
+        """F: mean over stages of the upsampled channel-mean |f(x) - f(x_hat)|, [B, 1, T, T]."""
+        stages = res["vgg_stages"] if "vgg_stages" in res else res["d_stages"]
+        maps = [upsample_to((s[:b] - s[b:]).abs().mean(1, keepdim=True), self.tile) for s in stages]
+        return torch.stack(maps, 0).mean(0)
+
+    def anomaly_map(self, x: torch.Tensor, res: dict | None = None) -> torch.Tensor:
+        """Pixel map [B, T, T] for a preprocessed batch: FEGAN's S when D or VGG is there, else R."""
+        if res is None:
+            res = self._run(x, need_stages=True)
+        r = (x - res["x_hat"]).abs().mean(1, keepdim=True)
+        if "d_stages" not in res and "vgg_stages" not in res:
+            return r[:, 0]
+        s = self.lam * self._feature_map(res, x.shape[0]) + (1.0 - self.lam) * r
+        return s[:, 0]
+
+    def forward(self, tiles: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = preprocess(tiles)
+        names = self.score_names
+        res = self._run(x, need_stages=bool(D_SCORES & set(names)))
+        x_hat = res["x_hat"]
+        b = x.shape[0]
         diff = (x - x_hat).abs()
-        image_l1 = diff.flatten(1).mean(1)
-        amap = diff.mean(1, keepdim=True)
-        k = self.residual_kernel
-        if k > 1:
-            amap = F.avg_pool2d(amap, k, stride=1)
-        residual_max = amap.flatten(1).amax(1)
-        return latent_l2, image_l1, residual_max
+        got: dict[str, torch.Tensor] = {}
+        if "latent_l2" in names:
+            got["latent_l2"] = (res["z"] - res["z_hat"]).pow(2).flatten(1).mean(1)
+        got["image_l1"] = diff.flatten(1).mean(1)
+        if "residual_max" in names:
+            amap = diff.mean(1, keepdim=True)
+            k = self.residual_kernel
+            if k > 1:
+                amap = F.avg_pool2d(amap, k, stride=1)
+            got["residual_max"] = amap.flatten(1).amax(1)
+        if "d_stages" in res:
+            last = res["d_stages"][-1]
+            fdiff = last[:b] - last[b:]
+            got["feature_l1"] = fdiff.abs().flatten(1).mean(1)
+            got["feature_l2"] = fdiff.pow(2).flatten(1).mean(1)
+            got["combined"] = self.lam * got["image_l1"] + (1.0 - self.lam) * got["feature_l2"]
+            if "pixel_max" in names:
+                got["pixel_max"] = self.anomaly_map(x, res).flatten(1).amax(1)
+        return tuple(got[name] for name in names)
 
 
 @torch.no_grad()
 def score_tiles(model: ScoringModel, tiles: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
     """Score a uint8 [N, T, T, C] array in eval mode; returns {score name: float32 [N]}."""
+    names = model.score_names
     was_training = model.training
     model.eval()
     parts: list[tuple[torch.Tensor, ...]] = []
+    device = next(model.netg.parameters()).device
     try:
         for start in range(0, len(tiles), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(tiles[start : start + batch_size]))
-            parts.append(model(batch))
+            batch = torch.from_numpy(np.ascontiguousarray(tiles[start : start + batch_size])).to(device)
+            parts.append(tuple(t.cpu() for t in model(batch)))
     finally:
         model.train(was_training)
     if not parts:
-        return {name: np.zeros(0, np.float32) for name in SCORE_NAMES}
-    return {
-        name: torch.cat([p[i] for p in parts]).float().numpy()
-        for i, name in enumerate(SCORE_NAMES)
-    }
+        return {name: np.zeros(0, np.float32) for name in names}
+    return {name: torch.cat([p[i] for p in parts]).float().numpy() for i, name in enumerate(names)}
+
+
+@torch.no_grad()
+def map_tiles(model: ScoringModel, tiles: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Pixel anomaly maps (float32 [N, T, T]) of uint8 tiles, for evaluation and heatmaps."""
+    was_training = model.training
+    model.eval()
+    device = next(model.netg.parameters()).device
+    out = []
+    try:
+        for start in range(0, len(tiles), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(tiles[start : start + batch_size])).to(device)
+            out.append(model.anomaly_map(preprocess(batch)).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, model.tile, model.tile), np.float32)

@@ -10,12 +10,46 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+#: model families selectable by ``training.model``
+MODEL_NAMES = ("ganomaly", "skip_ganomaly", "skip_attention", "skip_ganomaly_pp")
+#: every score the scoring graph can export (mirrors edge_inspect.models.scoring.ALL_SCORES,
+#: repeated here so the config loads without torch)
+SCORE_CHOICES = ("latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max")
+ScoreName = Literal["latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max"]
+
+
 class TrainingConfig(BaseModel):
-    """GANomaly training run; unknown keys are errors so a typo never falls back to a default."""
+    """A training run of one GANomaly-family model; unknown keys are errors so a typo never falls
+    back to a default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Literal["ganomaly"] = "ganomaly"
+    model: Literal["ganomaly", "skip_ganomaly", "skip_attention", "skip_ganomaly_pp"] = "ganomaly"
+    attention_blocks: tuple[int, ...] | None = Field(
+        None, description="skip_attention: encoder blocks (1-based) followed by self-attention; "
+        "None = every block of at most 32x32 output; [4, 5] = MIFE",
+    )
+    scores: tuple[ScoreName, ...] | None = Field(
+        None, description="exported score outputs; None = the family's default (GANomaly: "
+        "latent_l2, image_l1, residual_max; skip families: every score but latent_l2)",
+    )
+    decision_score: ScoreName | None = Field(
+        None, description="score the decision (calibration) uses; None = residual_max"
+    )
+    score_lambda: float = Field(0.9, ge=0, le=1, description="lambda of the combined and pixel_max scores")
+    w_lat: float = Field(1.0, ge=0, description="skip families: weight of the D-feature L2 (latent) loss")
+    mse_augment: bool = Field(False, description="FEGAN M-SE: paste jittered patches of the tile into itself")
+    mse_area_ratio: float = Field(0.05, gt=0, le=0.5, description="M-SE: total pasted area / tile area")
+    mse_max_patch: float = Field(0.01, gt=0, le=0.01, description="M-SE: largest patch / tile area")
+    mse_jitter: float = Field(0.1, ge=0, le=0.5, description="M-SE: colour jitter strength (gain, offset)")
+    vgg19_weights: str | None = Field(
+        None, description="torchvision-format vgg19 state dict for the pixel map's feature branch (never downloaded)"
+    )
+    contaminate: float = Field(
+        0.0, ge=0, lt=0.5, description="anti-noise study: share of defect images (from test/) in the training set"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     nc: Literal[1, 3] = Field(3, description="image channels: 1 grey, 3 colour")
     isize: int = Field(256, ge=16, le=1024, description="tile size in pixels, a power of 2")
     ngf: int = Field(16, ge=1, le=512, description="generator base channels")
@@ -51,6 +85,41 @@ class TrainingConfig(BaseModel):
             problems.append("max_channels must be at least ngf and ndf")
         if self.residual_kernel is not None and self.residual_kernel > self.isize:
             problems.append("residual_kernel must not exceed isize")
+        depth = max(self.isize, 1).bit_length() - 1
+        if self.attention_blocks is not None:
+            if self.model != "skip_attention":
+                problems.append("attention_blocks applies to model skip_attention only")
+            bad = [b for b in self.attention_blocks if not 1 <= b <= depth]
+            if bad:
+                problems.append(f"attention_blocks {bad} outside 1..{depth} (encoder blocks at isize {self.isize})")
+        if self.scores is not None:
+            if len(set(self.scores)) != len(self.scores) or not self.scores:
+                problems.append("scores must be a non-empty list of distinct names")
+            if self.model != "ganomaly" and "latent_l2" in self.scores:
+                problems.append("latent_l2 needs model ganomaly (encoder-decoder-encoder)")
+            if self.model == "ganomaly" and tuple(self.scores[:3]) != ("latent_l2", "image_l1", "residual_max"):
+                problems.append("ganomaly scores must start with latent_l2, image_l1, residual_max (ONNX contract)")
+        if self.decision_score is not None and self.decision_score not in self.score_names():
+            problems.append(f"decision_score {self.decision_score} is not among the exported scores {list(self.score_names())}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def score_names(self) -> tuple[str, ...]:
+        """Exported score outputs, in order (the family default when ``scores`` is unset)."""
+        if self.scores is not None:
+            return tuple(self.scores)
+        if self.model == "ganomaly":
+            return ("latent_l2", "image_l1", "residual_max")
+        return tuple(s for s in SCORE_CHOICES if s != "latent_l2")
+
+    def decision(self) -> str:
+        """The score calibration and the line decision use."""
+        if self.decision_score:
+            return self.decision_score
+        names = self.score_names()
+        return "residual_max" if "residual_max" in names else names[0]
+
+    def needs_discriminator(self) -> bool:
+        """Whether the scoring graph must carry D (a D-feature score is exported)."""
+        return bool({"feature_l1", "feature_l2", "combined", "pixel_max"} & set(self.score_names()))

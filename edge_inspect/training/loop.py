@@ -1,9 +1,9 @@
-"""GANomaly training on good tiles, following the reference training step (Akcay et al. 2018).
+"""Generic training loop for the GANomaly family on good tiles.
 
-Per batch: G step (feature-matching adversarial + w_con * L1 image + w_enc * L2 latent), then D
-step (BCE real/fake); D is re-initialised when its loss collapses, as in the reference code.
-Outputs in ``out_dir``: ``model.pt`` (weights-only checkpoint), ``validation_scores.npz`` (scores
-of held-out good tiles, for thresholds) and ``train.json`` (config, losses, timing).
+The family's step (``edge_inspect.training.steps``) does one G + D update; this loop owns data
+order, augmentation, timing, resume and the outputs in ``out_dir``: ``model.pt`` (weights-only
+checkpoint, with optimiser state so a run can resume), ``validation_scores.npz`` (scores of
+held-out good tiles, for thresholds) and ``train.json`` (config, losses, timing).
 """
 
 from __future__ import annotations
@@ -19,23 +19,25 @@ from typing import Any
 import numpy as np
 import structlog
 import torch
-import torch.nn.functional as F
 from pydantic import ValidationError
 
 from edge_inspect.errors import InputDataError
-from edge_inspect.models.ganomaly import NetD, NetG, weights_init
-from edge_inspect.models.scoring import SCORE_NAMES, ScoringModel, preprocess, score_tiles
+from edge_inspect.models.registry import build_discriminator, build_generator, build_nets, build_scoring
+from edge_inspect.models.scoring import ScoringModel, preprocess, score_tiles
+from edge_inspect.training.augment import flip, mse_augment
 from edge_inspect.training.config import TrainingConfig
 from edge_inspect.training.datasets import check_tiles, split_train_val
+from edge_inspect.training.steps import STEPS
 
-__all__ = ["TrainResult", "train", "load_checkpoint", "build_scoring_model", "CHECKPOINT_FORMAT"]
+__all__ = ["TrainResult", "train", "load_checkpoint", "load_nets", "build_scoring_model", "CHECKPOINT_FORMAT"]
 
 log = structlog.get_logger(__name__)
 
-CHECKPOINT_FORMAT = "edge-inspect/ganomaly"
+CHECKPOINT_FORMAT = "edge-inspect/ganomaly"  # the family's marker; ``config.model`` names the member
 CHECKPOINT_VERSION = 1
-_D_COLLAPSE = 1e-5  # reference: re-initialise D when errD < 1e-5
 _PROGRESS_EVERY_S = 30.0
+# config keys that fix the architecture: a resumed run must agree on them
+_ARCH_KEYS = ("model", "nc", "isize", "ngf", "ndf", "nz", "max_channels", "attention_blocks")
 
 
 @dataclass
@@ -54,29 +56,22 @@ class TrainResult:
     val_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _build_nets(cfg: TrainingConfig) -> tuple[NetG, NetD]:
-    netg = NetG(cfg.isize, cfg.nc, cfg.ngf, cfg.nz, cfg.max_channels)
-    netd = NetD(cfg.isize, cfg.nc, cfg.ndf, cfg.max_channels)
-    netg.apply(weights_init)
-    netd.apply(weights_init)
-    return netg, netd
+def build_scoring_model(cfg: TrainingConfig, netg: torch.nn.Module | None = None,
+                        netd: torch.nn.Module | None = None) -> ScoringModel:
+    """The scoring graph for ``cfg`` (fresh DCGAN-initialised nets unless given)."""
+    if netg is None or (netd is None and cfg.needs_discriminator()):
+        g0, d0 = build_nets(cfg)
+        netg = netg if netg is not None else g0
+        netd = netd if netd is not None else d0
+    return build_scoring(cfg, netg, netd)
 
 
-def build_scoring_model(cfg: TrainingConfig, netg: NetG | None = None) -> ScoringModel:
-    """The scoring graph for ``cfg`` (fresh DCGAN-initialised G unless one is given)."""
-    if netg is None:
-        netg = NetG(cfg.isize, cfg.nc, cfg.ngf, cfg.nz, cfg.max_channels)
-        netg.apply(weights_init)
-    return ScoringModel(netg, cfg.residual_kernel)
-
-
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal and vertical flips per tile (wood grain is flip-invariant; nothing more)."""
-    b = x.shape[0]
-    h = (torch.rand(b, generator=gen) < 0.5).view(b, 1, 1, 1)
-    v = (torch.rand(b, generator=gen) < 0.5).view(b, 1, 1, 1)
-    x = torch.where(h, x.flip(3), x)
-    return torch.where(v, x.flip(2), x)
+def _device(cfg: TrainingConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise InputDataError("training.device is cuda but torch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:
@@ -85,10 +80,18 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-def train(cfg: TrainingConfig, tiles: np.ndarray, out_dir: Path) -> TrainResult:
-    """Train GANomaly on good uint8 tiles [N, T, T, C]; see the module docstring for outputs."""
+def train(cfg: TrainingConfig, tiles: np.ndarray, out_dir: Path, resume: Path | None = None,
+          extra_train: np.ndarray | None = None) -> TrainResult:
+    """Train ``cfg.model`` on good uint8 tiles [N, T, T, C]; see the module docstring for outputs.
+
+    ``resume``: a checkpoint of this run (same architecture) to continue from its last epoch up
+    to ``cfg.epochs``. ``extra_train``: tiles added to the training part only, never to
+    validation (the anti-noise study's defect contamination: thresholds stay clean).
+    """
     tiles = check_tiles(tiles, cfg.isize, cfg.nc)
     train_np, val_np = split_train_val(tiles, cfg.val_fraction, cfg.seed, cfg.max_tiles)
+    if extra_train is not None and len(extra_train):
+        train_np = np.concatenate([train_np, check_tiles(extra_train, cfg.isize, cfg.nc)])
     if len(train_np) < 2:
         raise InputDataError(f"need at least 2 training tiles, got {len(train_np)} (of {len(tiles)})")
     out_dir = Path(out_dir)
@@ -98,31 +101,53 @@ def train(cfg: TrainingConfig, tiles: np.ndarray, out_dir: Path) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg, train_np, val_np, out_dir)
+        return _train(cfg, train_np, val_np, out_dir, resume)
     finally:
         torch.set_num_threads(prev_threads)
 
 
-def _train(cfg: TrainingConfig, train_np: np.ndarray, val_np: np.ndarray, out_dir: Path) -> TrainResult:
+def _load_resume(path: Path, cfg: TrainingConfig) -> dict[str, Any]:
+    payload = _read_payload(Path(path))
+    old = payload.get("config") or {}
+    now = cfg.model_dump(mode="json")
+    differ = [k for k in _ARCH_KEYS if old.get(k, TrainingConfig.model_fields[k].default) != now[k]]
+    if differ:
+        raise InputDataError(f"{path}: cannot resume, architecture differs in {', '.join(differ)}")
+    if "train_state" not in payload:
+        raise InputDataError(f"{path}: checkpoint has no optimiser state (written before resume existed)")
+    return payload
+
+
+def _train(cfg: TrainingConfig, train_np: np.ndarray, val_np: np.ndarray, out_dir: Path,
+           resume: Path | None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    netg, netd = _build_nets(cfg)
-    netg.train()
-    netd.train()
-    betas = (cfg.beta1, cfg.beta2)
-    opt_g = torch.optim.Adam(netg.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(netd.parameters(), lr=cfg.lr, betas=betas)
+    device = _device(cfg)
+    netg, netd = build_nets(cfg)
+    netg.to(device).train()
+    netd.to(device).train()
+    step = STEPS[cfg.model](cfg, netg, netd, device)
+    start_epoch = 1
+    if resume is not None:
+        payload = _load_resume(resume, cfg)
+        netg.load_state_dict(payload["netg"])
+        netd.load_state_dict(payload["netd"])
+        step.load_state_dict(payload["train_state"])
+        gen.set_state(payload["train_state"]["rng"])
+        start_epoch = int(payload.get("epochs_run", 0)) + 1
+        log.info("train.resume", checkpoint=str(resume), from_epoch=start_epoch)
 
     data = torch.from_numpy(train_np)  # uint8 NHWC, converted per batch
     n = len(data)
     bs = min(cfg.batch_size, n)
     n_batches = n // bs + (1 if n % bs >= 2 else 0)  # a lone last tile would break BatchNorm
-    total_tiles = cfg.epochs * n
+    total_tiles = max(cfg.epochs - start_epoch + 1, 0) * n
     deadline = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
     log.info(
-        "train.start", train_tiles=n, val_tiles=len(val_np), epochs=cfg.epochs, batch_size=bs,
-        isize=cfg.isize, nc=cfg.nc, ngf=cfg.ngf, nz=cfg.nz, max_channels=cfg.max_channels,
+        "train.start", model=cfg.model, train_tiles=n, val_tiles=len(val_np), epochs=cfg.epochs,
+        batch_size=bs, isize=cfg.isize, nc=cfg.nc, ngf=cfg.ngf, nz=cfg.nz, max_channels=cfg.max_channels,
         g_params=sum(p.numel() for p in netg.parameters()), threads=torch.get_num_threads(),
+        device=str(device), amp=step.amp, mse_augment=cfg.mse_augment,
     )
 
     t0 = time.monotonic()
@@ -130,45 +155,19 @@ def _train(cfg: TrainingConfig, train_np: np.ndarray, val_np: np.ndarray, out_di
     seen = 0
     losses: list[dict[str, float]] = []
     stopped: str | None = None
-    d_reinits = 0
-    epoch = 0
-    for epoch in range(1, cfg.epochs + 1):
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs + 1):
         order = torch.randperm(n, generator=gen)
-        sums = dict.fromkeys(("err_g", "err_d", "adv", "con", "enc"), 0.0)
+        sums = dict.fromkeys(step.loss_keys, 0.0)
         steps = 0
         for b in range(n_batches):
             idx = order[b * bs : (b + 1) * bs]
-            x = _augment(preprocess(data[idx]), gen)
-
-            # G step: feature matching + contextual L1 + latent L2 (reference weights 1/50/1)
-            x_hat, z, z_hat = netg(x)
-            feat_real = netd(x)[1].detach()
-            feat_fake = netd(x_hat)[1]
-            err_adv = F.mse_loss(feat_fake, feat_real)
-            err_con = F.l1_loss(x_hat, x)
-            err_enc = F.mse_loss(z_hat, z)
-            err_g = cfg.w_adv * err_adv + cfg.w_con * err_con + cfg.w_enc * err_enc
-            opt_g.zero_grad(set_to_none=True)
-            err_g.backward()
-            opt_g.step()
-
-            # D step: BCE on real vs (detached) fake
-            pred_real, _ = netd(x)
-            pred_fake, _ = netd(x_hat.detach())
-            err_d = 0.5 * (
-                F.binary_cross_entropy(pred_real, torch.ones_like(pred_real))
-                + F.binary_cross_entropy(pred_fake, torch.zeros_like(pred_fake))
-            )
-            opt_d.zero_grad(set_to_none=True)
-            err_d.backward()
-            opt_d.step()
-            if err_d.item() < _D_COLLAPSE:
-                netd.apply(weights_init)
-                d_reinits += 1
-                log.info("train.reinit_d", epoch=epoch, step=b, err_d=err_d.item())
-
-            for key, val in (("err_g", err_g), ("err_d", err_d), ("adv", err_adv), ("con", err_con), ("enc", err_enc)):
-                sums[key] += float(val.item())
+            x = flip(preprocess(data[idx].to(device)), gen).contiguous()
+            x_in = (mse_augment(x, gen, cfg.mse_area_ratio, cfg.mse_max_patch, cfg.mse_jitter)
+                    if cfg.mse_augment else x)
+            out = step(x_in, x)
+            for key in sums:
+                sums[key] += out[key]
             steps += 1
             seen += len(idx)
             now = time.monotonic()
@@ -202,7 +201,8 @@ def _train(cfg: TrainingConfig, train_np: np.ndarray, val_np: np.ndarray, out_di
 
     netg.eval()
     netd.eval()
-    scorer = ScoringModel(netg, cfg.residual_kernel)
+    scorer = build_scoring(cfg, netg, netd)
+    scorer.to(device)
     val_scores = score_tiles(scorer, val_np, batch_size=max(bs, 16))
     _atomic_write_bytes(out_dir / "validation_scores.npz", lambda p: _save_npz(p, val_scores))
     ckpt = out_dir / "model.pt"
@@ -210,27 +210,32 @@ def _train(cfg: TrainingConfig, train_np: np.ndarray, val_np: np.ndarray, out_di
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "config": cfg.model_dump(mode="json"),
-        "score_names": list(SCORE_NAMES),
+        "score_names": list(scorer.score_names),
+        "decision_score": cfg.decision(),
         "epochs_run": epoch,
-        "netg": netg.state_dict(),
-        "netd": netd.state_dict(),
+        "netg": {k: v.cpu() for k, v in netg.state_dict().items()},
+        "netd": {k: v.cpu() for k, v in netd.state_dict().items()},
+        "train_state": {**step.state_dict(), "rng": gen.get_state()},
     }
     _atomic_write_bytes(ckpt, lambda p: torch.save(payload, p))
     summary = {
         "config": cfg.model_dump(mode="json"),
         "epochs_run": epoch,
+        "resumed_from": start_epoch - 1 if resume is not None else None,
         "stopped_early": stopped,
         "train_tiles": int(len(train_np)),
         "val_tiles": int(len(val_np)),
         "tiles_seen": seen,
         "seconds": round(seconds, 3),
         "tiles_per_s": round(seen / max(seconds, 1e-9), 2),
-        "d_reinits": d_reinits,
+        "d_reinits": step.d_reinits,
         "losses": losses,
         "validation": {
             name: {"mean": float(v.mean()), "max": float(v.max())} if len(v) else None
             for name, v in val_scores.items()
         },
+        "device": str(device),
+        "amp": step.amp,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
@@ -257,9 +262,8 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def load_checkpoint(path: Path) -> tuple[ScoringModel, TrainingConfig]:
-    """Load ``model.pt`` safely (weights only) as an eval-mode ScoringModel and its config."""
-    path = Path(path)
+def _read_payload(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely (weights only: no code runs) and check its marker and version."""
     if not path.is_file():
         raise InputDataError(f"{path}: checkpoint not found")
     try:
@@ -274,15 +278,37 @@ def load_checkpoint(path: Path) -> tuple[ScoringModel, TrainingConfig]:
             f"{path}: checkpoint format version {payload.get('format_version')} is not supported "
             f"(this build reads {CHECKPOINT_VERSION})"
         )
+    return payload
+
+
+def load_nets(path: Path) -> tuple[torch.nn.Module, torch.nn.Module | None, TrainingConfig]:
+    """(G, D or None, config) of a checkpoint in eval mode; D is None when the file has none."""
+    path = Path(path)
+    payload = _read_payload(path)
     try:
         cfg = TrainingConfig.model_validate(payload.get("config"))
     except ValidationError as exc:
         raise InputDataError(f"{path}: checkpoint holds an invalid training config ({exc.error_count()} problems)") from None
-    model = build_scoring_model(cfg)
+    netg = build_generator(cfg)
+    netd = build_discriminator(cfg) if "netd" in payload else None
     try:
-        model.netg.load_state_dict(payload["netg"])
+        netg.load_state_dict(payload["netg"])
+        if netd is not None:
+            netd.load_state_dict(payload["netd"])
     except (KeyError, RuntimeError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputDataError(f"{path}: checkpoint weights do not match its config ({first[:160]})") from None
+    netg.eval()
+    if netd is not None:
+        netd.eval()
+    return netg, netd, cfg
+
+
+def load_checkpoint(path: Path) -> tuple[ScoringModel, TrainingConfig]:
+    """Load ``model.pt`` safely (weights only) as an eval-mode ScoringModel and its config."""
+    netg, netd, cfg = load_nets(Path(path))
+    if netd is None and cfg.needs_discriminator():
+        raise InputDataError(f"{path}: its scores need the discriminator, which the checkpoint lacks")
+    model = build_scoring(cfg, netg, netd)
     model.eval()
     return model, cfg
