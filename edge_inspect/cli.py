@@ -84,6 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollback", action="store_true", help="restore the previous calibration from history")
     p.add_argument("--pid-file", type=Path, default=None,
                    help="pid file of a running service to send SIGHUP after applying")
+
+    p = sub.add_parser("build-engine", help="TensorRT engine (.plan) + manifest from an ONNX model (needs a GPU)")
+    p.add_argument("onnx", type=Path, metavar="F.onnx", help="exported model (use export --fp16 for an FP16 engine)")
+    p.add_argument("--out", type=Path, required=True, help="engine file to write; its manifest is <out>.json")
+    p.add_argument("--min-batch", type=int, default=1)
+    p.add_argument("--opt-batch", type=int, default=16, help="batch size TensorRT tunes for (inference.batch_size)")
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB")
+    p.add_argument("--timing-cache", type=Path, default=None, help="timing cache file, read if present and written back")
+    p.add_argument("--device", type=int, default=0, help="CUDA device index")
+
+    p = sub.add_parser("parity", help="does a candidate model rank tiles like the FP32 reference? (exit 1 if not)")
+    p.add_argument("--reference", type=Path, required=True, help="FP32 ONNX model (or checkpoint .pt)")
+    p.add_argument("--candidate", type=Path, required=True, help="FP16 ONNX, TensorRT .plan, or checkpoint .pt")
+    p.add_argument("--tiles", type=Path, required=True,
+                   help="tiles .npy [N,T,T,C], an MVTec-layout folder (labels from test/<class>), or a scan")
+    p.add_argument("--labels", type=Path, default=None, help="0/1 per tile (.npy or text) for .npy tiles")
+    p.add_argument("--score", default=None, help="compare only this score (default: every common one)")
+    p.add_argument("--device", default=None, help="candidate device: cpu, cuda:N (torch), or cuda:N (TensorRT index)")
+    p.add_argument("--max-tiles", type=int, default=None, help="use at most this many unlabelled tiles")
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+
+    sub.add_parser("doctor", help="what this machine can run: backends, GPU, TensorRT, pycuda, GenTL producers")
     return ap
 
 
@@ -95,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeInspectError as exc:
         sys.stderr.write(f"edge-inspect: error: {exc}\n")
         return exc.exit_code
+    except OSError as exc:  # a disk full, a folder not writable: name the file, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"edge-inspect: error: {where}{exc.strerror or exc}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("edge-inspect: interrupted\n")
         return 130

@@ -116,3 +116,10 @@ def test_corrupt_frame_mid_scan_keeps_what_was_accepted(tmp_path, small_scan):
 def test_synth_bad_arguments(tmp_path):
     r = run_cli("synth", "--out", tmp_path / "x", "--boards", "0")
     assert_clean_error(r, 1, "boards")
+
+
+def test_records_folder_that_cannot_be_created(tmp_path, small_scan):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the records folder should go")
+    r = run_cli("replay", small_scan, "--config", config_file(tmp_path), "--out", blocker / "records")
+    assert_clean_error(r, 1, str(blocker))
