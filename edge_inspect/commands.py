@@ -286,3 +286,46 @@ def calibrate(args: argparse.Namespace) -> int:
     _out(f"Applied: {current_path} is now {cal.version} (history: {hist})")
     _out(notify_service(args.pid_file))
     return 0
+
+
+def build_engine(args: argparse.Namespace) -> int:
+    """TensorRT plan + manifest; progress on stderr, the result line on stdout."""
+    from edge_inspect.export.engine import build_engine as build
+
+    _setup(args, Config())
+
+    def progress(msg: str) -> None:
+        sys.stderr.write(f"build-engine: {msg}\n")
+        sys.stderr.flush()
+
+    m = build(args.onnx, args.out, min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
+              workspace_mb=args.workspace_mb, timing_cache=args.timing_cache, device=args.device, progress=progress)
+    _out(f"wrote {args.out} ({m['precision']}, TensorRT {m['tensorrt']}, {m['gpu']['name']}, "
+         f"batch {m['profile']['min']}..{m['profile']['max']}, sha256 {m['sha256'][:12]}) and {args.out}.json")
+    return 0
+
+
+def parity(args: argparse.Namespace) -> int:
+    """Exit 1 when the candidate's ranking or AUROC drifts past the gate."""
+    import json
+
+    from edge_inspect.export.parity import run_parity
+
+    _setup(args, Config())
+    rep = run_parity(args.reference, args.candidate, args.tiles, labels=args.labels, score=args.score,
+                     device=args.device, max_tiles=args.max_tiles)
+    for line in rep.lines():
+        _out(line)
+    if args.json is not None:
+        args.json.write_text(json.dumps(rep.to_json(), indent=2), encoding="utf-8")
+    return 0 if rep.passed else 1
+
+
+def doctor(args: argparse.Namespace) -> int:
+    """Always exit 0: findings, not failures."""
+    from edge_inspect.doctor import run_doctor
+
+    _setup(args, Config())
+    for line in run_doctor().lines():
+        _out(line)
+    return 0

@@ -137,7 +137,10 @@ class Pipeline:
         self.stats = PipelineStats()
         self._score_name = calibration.score
         self._tiler = Tiler(cfg.tiling, width=width, channels=channels)
-        self._ring = TileRing(cfg.inference.ring_tiles, t, channels)
+        # GPU backends hand out pinned host memory, so H2D copies read the ring in place.
+        allocate = getattr(backend, "allocate_ring", None)
+        slots = allocate(cfg.inference.ring_tiles, t, channels) if allocate else None
+        self._ring = TileRing(cfg.inference.ring_tiles, t, channels, slots=slots)
         self._chunk = max(1, cfg.inference.ring_tiles // 2)
         b = cfg.inference.batch_size
         self._gather = np.empty((b, t, t, channels), np.uint8)

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import importlib
 
+from edge_inspect.errors import ConfigError
 from edge_inspect.inference.base import Backend
 
 _PLUGINS = {
     "onnxruntime": ("edge_inspect.inference.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "torch": ("edge_inspect.inference.torch_backend", "TorchBackend"),
+    "tensorrt": ("edge_inspect.inference.tensorrt_backend", "TensorRTBackend"),
 }
 
 
 def create_backend(cfg) -> Backend:
-    module, cls = _PLUGINS[cfg.type]
+    """The backend for `cfg.type`; a missing optional library is the plugin's own one-line error."""
+    try:
+        module, cls = _PLUGINS[cfg.type]
+    except KeyError:
+        raise ConfigError(
+            f"inference.backend.type: unknown backend {cfg.type!r} (known: {', '.join(_PLUGINS)})"
+        ) from None
     return getattr(importlib.import_module(module), cls)(cfg)

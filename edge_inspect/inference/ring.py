@@ -16,9 +16,15 @@ class TileRing:
     memory (slots left at the end are skipped), so a batch is usually a view, not a copy.
     Slots are released in order, after the batch that reads them is scored."""
 
-    def __init__(self, capacity: int, tile_size: int, channels: int) -> None:
+    def __init__(self, capacity: int, tile_size: int, channels: int, slots: np.ndarray | None = None) -> None:
+        """`slots` lets a GPU backend supply pinned host memory (`backend.allocate_ring`)."""
         self.capacity = capacity
-        self.slots = np.zeros((capacity, tile_size, tile_size, channels), dtype=np.uint8)
+        shape = (capacity, tile_size, tile_size, channels)
+        if slots is None:
+            slots = np.zeros(shape, dtype=np.uint8)
+        elif slots.shape != shape or slots.dtype != np.uint8 or not slots.flags.c_contiguous:
+            raise ValueError(f"ring slots must be a C-contiguous uint8 array {shape}, got {slots.dtype} {slots.shape}")
+        self.slots = slots
         self._head = 0
         self._tail = 0
         self._closed = False

@@ -1,0 +1,253 @@
+"""TensorRT engine build (`edge-inspect build-engine`) and the engine manifest.
+
+A serialized plan only runs on the TensorRT version and GPU model it was built for, and a plan
+that silently changed would score wrongly; so every plan gets `<plan>.json` with its sha256,
+the ONNX it came from, the TensorRT version, GPU name and compute capability, and loading
+refuses any mismatch with a message saying how to rebuild. The checks are pure functions
+(tested without TensorRT); the build itself needs TensorRT and a GPU.
+
+Precision: the network is created strongly typed, so tensor types come from the ONNX graph;
+an FP16 engine comes from `edge-inspect export --fp16` (TensorRT 11 removed BuilderFlag.FP16;
+strongly typed is its only mode and the flag is ignored there).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_inspect.errors import InputDataError
+from edge_inspect.inference.manifest import (
+    manifest_path,
+    read_manifest,
+    sha256_file,
+    verify_model_file,
+)
+
+ENGINE_FORMAT = "edge-inspect-tensorrt-plan"
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What a plan is tied to on the machine that loads it."""
+
+    tensorrt: str
+    gpu_name: str
+    compute_capability: str
+
+
+def rebuild_hint(manifest: dict | None, plan: Path) -> str:
+    onnx = (manifest or {}).get("onnx", {}).get("file") or "MODEL.onnx"
+    return f"rebuild it on this machine: edge-inspect build-engine {onnx} --out {plan}"
+
+
+def check_engine_manifest(manifest: dict, plan_sha256: str, runtime: RuntimeInfo) -> list[str]:
+    """Every reason this plan must not be loaded here (empty: fine). Pure, for tests and doctor."""
+    problems: list[str] = []
+    if manifest.get("format") != ENGINE_FORMAT:
+        problems.append(f"manifest format is {manifest.get('format')!r}, not {ENGINE_FORMAT!r}")
+    want = manifest.get("sha256")
+    if want != plan_sha256:
+        problems.append(f"sha256 {plan_sha256[:12]} does not match the manifest ({str(want)[:12]}): "
+                        "the plan was changed or corrupted")
+    trt = manifest.get("tensorrt")
+    if trt != runtime.tensorrt:
+        problems.append(f"built with TensorRT {trt}, this machine has {runtime.tensorrt}")
+    gpu = manifest.get("gpu") or {}
+    if gpu.get("name") != runtime.gpu_name:
+        problems.append(f"built for GPU {gpu.get('name')!r}, this machine has {runtime.gpu_name!r}")
+    if str(gpu.get("compute_capability")) != runtime.compute_capability:
+        problems.append(f"built for compute capability {gpu.get('compute_capability')}, "
+                        f"this GPU is {runtime.compute_capability}")
+    if not isinstance(manifest.get("model_sha256"), str):
+        problems.append("manifest lacks model_sha256 (the ONNX the plan was built from)")
+    return problems
+
+
+def verify_engine(plan: Path, runtime: RuntimeInfo) -> dict[str, Any]:
+    """The plan's manifest after all checks; InputDataError naming every problem otherwise."""
+    plan = Path(plan)
+    if not plan.is_file():
+        raise InputDataError(f"{plan}: engine file not found (make one with edge-inspect build-engine)")
+    manifest = read_manifest(plan)
+    if manifest is None:
+        raise InputDataError(f"{plan}: no manifest {manifest_path(plan).name} beside it; {rebuild_hint(None, plan)}")
+    problems = check_engine_manifest(manifest, sha256_file(plan), runtime)
+    if problems:
+        raise InputDataError(f"{plan}: refused: " + "; ".join(problems) + f"; {rebuild_hint(manifest, plan)}")
+    return manifest
+
+
+def check_profile(min_batch: int, opt_batch: int, max_batch: int) -> None:
+    """1 <= min <= opt <= max, or a usage error naming the values."""
+    if not 1 <= min_batch <= opt_batch <= max_batch:
+        raise InputDataError(
+            f"batch profile must satisfy 1 <= min <= opt <= max, got {min_batch}/{opt_batch}/{max_batch}")
+
+
+def make_engine_manifest(*, plan: Path, onnx: Path, onnx_manifest: dict | None, runtime: RuntimeInfo,
+                         input_name: str, tile_size: int, channels: int, outputs: list[str],
+                         profile: tuple[int, int, int], workspace_mb: int, timing_cache: Path | None,
+                         build_seconds: float) -> dict[str, Any]:
+    """The manifest written beside a plan (pure apart from hashing the two files)."""
+    onnx_sha = sha256_file(onnx)
+    om = onnx_manifest or {}
+    return {
+        "format": ENGINE_FORMAT,
+        "file": plan.name,
+        "sha256": sha256_file(plan),
+        "bytes": plan.stat().st_size,
+        # calibrations and records name the ONNX model; the plan is that model on this GPU
+        "model_sha256": onnx_sha,
+        "onnx": {"file": onnx.name, "sha256": onnx_sha, "precision": om.get("precision")},
+        "precision": om.get("precision") or "unknown",
+        "tensorrt": runtime.tensorrt,
+        "gpu": {"name": runtime.gpu_name, "compute_capability": runtime.compute_capability},
+        "input": {"name": input_name, "dtype": "uint8", "layout": "NHWC", "shape": ["batch", tile_size, tile_size, channels]},
+        "outputs": outputs,
+        "output_dtype": "float32",
+        "tile_size": tile_size,
+        "channels": channels,
+        "profile": {"min": profile[0], "opt": profile[1], "max": profile[2]},
+        "workspace_mb": workspace_mb,
+        "timing_cache": str(timing_cache) if timing_cache else None,
+        "decision_score": om.get("decision_score"),
+        "build_seconds": round(build_seconds, 1),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise InputDataError(
+            "TensorRT is not installed: pip install 'edge-inspect[gpu]' on a machine with an NVIDIA GPU "
+            f"(or use inference.backend.type: onnxruntime / torch) ({exc})"
+        ) from None
+    return trt
+
+
+def build_engine(onnx: Path, out: Path, *, min_batch: int = 1, opt_batch: int = 16, max_batch: int = 64,
+                 workspace_mb: int = 2048, timing_cache: Path | None = None, device: int = 0,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build `out` (.plan) from `onnx` and write `<out>.json`; returns the manifest.
+
+    UNTESTED HERE (no TensorRT/GPU on the CI box): see README "GPU backends"."""
+    onnx, out = Path(onnx), Path(out)
+    check_profile(min_batch, opt_batch, max_batch)
+    verify_model_file(onnx)  # refuses an ONNX that differs from its own manifest
+    onnx_manifest = read_manifest(onnx)
+    trt = import_tensorrt()
+    from edge_inspect.inference.cuda_memory import CudaDevice
+
+    dev = CudaDevice(device)
+    runtime = RuntimeInfo(trt.__version__, dev.name, dev.compute_capability)
+    emit = progress or (lambda _msg: None)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly_typed is not None:  # TensorRT 10: opt in; 11: always on (flag deprecated)
+        flags |= 1 << int(strongly_typed)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise InputDataError(f"{onnx}: TensorRT cannot parse it: {errors[:500]}")
+    if network.num_inputs != 1:
+        raise InputDataError(f"{onnx}: expected one input (tiles), found {network.num_inputs}")
+    inp = network.get_input(0)
+    shape = tuple(inp.shape)
+    if len(shape) != 4 or shape[1] != shape[2] or shape[3] not in (1, 3) or shape[1] <= 0:
+        raise InputDataError(f"{onnx}: input {inp.name} has shape {shape}, expected [batch, T, T, 1|3]")
+    tile, channels = int(shape[1]), int(shape[3])
+    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(inp.name, (min_batch, tile, tile, channels), (opt_batch, tile, tile, channels),
+                      (max_batch, tile, tile, channels))
+    config.add_optimization_profile(profile)
+    cache_blob = b""
+    if timing_cache is not None and Path(timing_cache).is_file():
+        cache_blob = Path(timing_cache).read_bytes()
+        emit(f"timing cache: {timing_cache} ({len(cache_blob)} bytes)")
+    cache = config.create_timing_cache(cache_blob)
+    if not config.set_timing_cache(cache, False):
+        emit("timing cache does not match this TensorRT/GPU; starting a fresh one")
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+    monitor = _progress_monitor(trt, emit)
+    config.progress_monitor = monitor  # must outlive the build
+
+    emit(f"building {out.name}: TensorRT {runtime.tensorrt} on {runtime.gpu_name} (sm {runtime.compute_capability}), "
+         f"batch {min_batch}/{opt_batch}/{max_batch}, workspace {workspace_mb} MiB")
+    t0 = time.monotonic()
+    with dev.active():
+        serialized = builder.build_serialized_network(network, config)
+    seconds = time.monotonic() - t0
+    if serialized is None:
+        raise InputDataError(f"{onnx}: TensorRT engine build failed (see the TensorRT messages above)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out, bytes(memoryview(serialized)))
+    if timing_cache is not None:
+        _write_atomic(Path(timing_cache), bytes(memoryview(config.get_timing_cache().serialize())))
+    manifest = make_engine_manifest(
+        plan=out, onnx=onnx, onnx_manifest=onnx_manifest, runtime=runtime, input_name=inp.name,
+        tile_size=tile, channels=channels, outputs=outputs, profile=(min_batch, opt_batch, max_batch),
+        workspace_mb=workspace_mb, timing_cache=timing_cache, build_seconds=seconds,
+    )
+    _write_atomic(manifest_path(out), json.dumps(manifest, indent=2).encode("utf-8"))
+    dev.release()
+    return manifest
+
+
+def _progress_monitor(trt: Any, emit: Callable[[str], None]) -> Any:
+    """An IProgressMonitor that reports top-level phases and their steps (TensorRT calls it from
+    several threads, hence the lock)."""
+
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._lock = threading.Lock()
+            self._depth: dict[str, int] = {}
+            self._steps: dict[str, int] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            with self._lock:
+                depth = 0 if not parent_phase else self._depth.get(parent_phase, 0) + 1
+                self._depth[phase_name] = depth
+                self._steps[phase_name] = num_steps
+                if depth <= 1:
+                    emit(f"{'  ' * depth}{phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            with self._lock:
+                n = self._steps.get(phase_name, 0)
+                if self._depth.get(phase_name, 9) == 0 and n > 1:
+                    emit(f"  {phase_name}: {step + 1}/{n}")
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            with self._lock:
+                self._depth.pop(phase_name, None)
+                self._steps.pop(phase_name, None)
+
+    return _Monitor()
