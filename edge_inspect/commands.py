@@ -7,7 +7,6 @@ import math
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import structlog
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -22,3 +23,13 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
+
+
+@dataclass
+class Ticket:
+    """A batch submitted to a GPU backend (`submit`/`collect`): `n` tiles on stream slot
+    `slot`, or an already-computed `result`."""
+
+    n: int
+    slot: int = -1
+    result: dict[str, np.ndarray] | None = None

@@ -28,7 +28,7 @@ from edge_inspect.export.engine import (
     verify_engine,
 )
 from edge_inspect.inference.cuda_memory import CudaDevice, PinnedRing, StreamSlot
-from edge_inspect.inference.torch_backend import Ticket
+from edge_inspect.inference.base import Ticket
 
 log = structlog.get_logger(__name__)
 

@@ -30,6 +30,7 @@ import structlog
 
 from edge_inspect.config import TorchBackendConfig
 from edge_inspect.errors import InputDataError
+from edge_inspect.inference.base import Ticket
 from edge_inspect.inference.manifest import (
     read_manifest,
     sha256_file,
@@ -58,15 +59,6 @@ def model_identity(checkpoint: Path, checkpoint_sha256: str, onnx: Path | None) 
             f"({checkpoint_sha256[:12]}); point inference.backend.onnx at its own export"
         )
     return onnx_sha
-
-
-@dataclass
-class Ticket:
-    """A submitted batch: `n` tiles on stream slot `slot`, or already-computed `result`."""
-
-    n: int
-    slot: int = -1
-    result: dict[str, np.ndarray] | None = None
 
 
 @dataclass
