@@ -14,7 +14,7 @@ import cv2  # noqa: E402
 
 from edge_inspect.errors import InputDataError  # noqa: E402
 from edge_inspect.inference.manifest import sha256_file  # noqa: E402
-from edge_inspect.models import SCORE_NAMES, NetD, NetG, ScoringModel, score_tiles  # noqa: E402
+from edge_inspect.models import SCORE_NAMES, NetD, NetG, score_tiles  # noqa: E402
 from edge_inspect.training.config import TrainingConfig  # noqa: E402
 from edge_inspect.training.datasets import mvtec_good_tiles, split_train_val  # noqa: E402
 from edge_inspect.training.loop import build_scoring_model, load_checkpoint, train  # noqa: E402

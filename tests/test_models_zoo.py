@@ -3,7 +3,6 @@ with ORT matching torch (tiny sizes: isize 32/64, ngf 4)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
