@@ -15,6 +15,16 @@ def _add_config(p: argparse.ArgumentParser) -> None:
                    help="YAML config (default: built-in defaults, paths relative to the working directory)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge-inspect", description=__doc__.splitlines()[0])
     ap.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
@@ -51,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--data", type=Path, required=True, help="MVTec-layout folder, or good scans (file or folder)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--contaminate", type=float, default=None, metavar="R",
+                   help="mix round(R x train/good images) seeded defect images from test/<defect> into "
+                        "training only (0 <= R < 0.5; overrides training.contaminate; list in contamination.json)")
 
     p = sub.add_parser("export", help="export a trained checkpoint's scoring graph to ONNX")
     p.add_argument("--model", type=Path, required=True, help="checkpoint (model.pt) from train")
@@ -105,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="candidate device: cpu, cuda:N (torch), or cuda:N (TensorRT index)")
     p.add_argument("--max-tiles", type=int, default=None, help="use at most this many unlabelled tiles")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+
+    p = sub.add_parser("evaluate", help="image and pixel metrics of a checkpoint on an MVTec-layout test set")
+    p.add_argument("--model", type=Path, required=True, help="checkpoint (model.pt) from train")
+    p.add_argument("--data", type=Path, required=True, help="MVTec-layout folder (test/good, test/<defect>, ground_truth/)")
+    p.add_argument("--json", type=Path, default=None, help="write every metric and per-image score as JSON")
+    p.add_argument("--plots", type=Path, default=None, help="folder for PNG plots (ROC, histograms, worst cases)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="tiles per forward pass (default 32)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
 
     sub.add_parser("doctor", help="what this machine can run: backends, GPU, TensorRT, pycuda, GenTL producers")
     return ap

@@ -170,10 +170,25 @@ def train(args: argparse.Namespace) -> int:
         from edge_inspect.training.loop import train as run_training
     except ImportError as exc:
         raise InputDataError(f"training needs the train extra (pip install 'edge-inspect[train]'): {exc}") from None
-    from edge_inspect.training.data import training_tiles
+    from edge_inspect.training.contamination import record_contamination
+    from edge_inspect.training.data import training_contamination, training_tiles
 
+    if getattr(args, "contaminate", None) is not None:  # the flag overrides training.contaminate
+        from pydantic import ValidationError
+
+        from edge_inspect.training.config import TrainingConfig
+        try:
+            tc = TrainingConfig.model_validate({**cfg.training.model_dump(), "contaminate": args.contaminate})
+        except ValidationError as exc:
+            raise ConfigError(f"--contaminate {args.contaminate}: {exc.errors()[0]['msg']}") from None
+        cfg = cfg.model_copy(update={"training": tc})
     tiles = training_tiles(args.data, cfg)
-    result = run_training(cfg.training, tiles, args.out)
+    picked, extra = training_contamination(args.data, cfg.training)
+    result = run_training(cfg.training, tiles, args.out, extra_train=extra)
+    record_contamination(args.out, picked)
+    if picked is not None:
+        _out(f"contamination: {len(picked.images)} defect images mixed into training "
+             f"(list in {args.out / 'contamination.json'})")
     _out(f"checkpoint {result.checkpoint}")
     return 0
 
@@ -318,6 +333,29 @@ def parity(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(rep.to_json(), indent=2), encoding="utf-8")
     return 0 if rep.passed else 1
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Image (and pixel) metrics of a checkpoint on an MVTec-layout test set; thresholds come
+    from the checkpoint's validation scores, never from the test labels."""
+    import json
+
+    _setup(args, Config())
+    try:
+        from edge_inspect.evaluation.evaluate import evaluate as run_evaluation
+    except ImportError as exc:
+        raise InputDataError(f"evaluate needs the train extra (pip install 'edge-inspect[train]'): {exc}") from None
+    report = run_evaluation(args.model, args.data, batch_size=args.batch_size, device=args.device,
+                            plots=args.plots)
+    for line in report.lines():
+        _out(line)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.doc, indent=2), encoding="utf-8")
+        _out(f"json: {args.json}")
+    if args.plots is not None:
+        _out(f"plots: {', '.join(report.doc['plots'])}")
+    return 0
 
 
 def doctor(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ from edge_inspect.acquisition.replay import scan_files
 from edge_inspect.config import Config
 from edge_inspect.errors import ConfigError, InputDataError
 from edge_inspect.tiling.scan_tiles import iter_scan_tiles
+from edge_inspect.training.config import TrainingConfig
+from edge_inspect.training.contamination import Contamination, contamination_tiles, pick_contamination
 from edge_inspect.training.datasets import check_tiles, mvtec_good_tiles
 
 log = structlog.get_logger(__name__)
@@ -49,3 +51,17 @@ def training_tiles(data: Path, cfg: Config) -> np.ndarray:
         tiles = tiles_from_scan(scan, cfg)
         log.info("training_tiles_from_scan", scan=str(scan), tiles=len(tiles))
     return check_tiles(tiles, tc.isize, tc.nc)
+
+
+def training_contamination(data: Path, tc: TrainingConfig) -> tuple[Contamination | None, np.ndarray | None]:
+    """``training.contaminate`` > 0: the seeded defect images (and their tiles) to add to the
+    training part only; (None, None) for a clean run."""
+    if tc.contaminate <= 0:
+        return None, None
+    if not (data / "train" / "good").is_dir():
+        raise InputDataError(f"{data}: --contaminate needs an MVTec-layout folder (train/good, test/<defect>)")
+    picked = pick_contamination(data, tc.contaminate, tc.seed)
+    tiles = contamination_tiles(data, picked, tc.isize, tc.nc, tc.data_mode)
+    log.info("training_contamination", ratio=tc.contaminate, images=len(picked.images), tiles=len(tiles),
+             by_type=picked.by_type())
+    return picked, (tiles if len(tiles) else None)
