@@ -249,8 +249,8 @@ class Service:
                  model=self.backend.model_sha256[:12], model_changed=new_backend is not None)
         self.notifier.send("READY=1", f"STATUS=reloaded calibration {cal.version}")
 
-    def close(self) -> None:
-        """After the pipeline has drained: sinks deliver what they can, files are closed."""
+    def _release(self) -> None:
+        """Close sinks (they deliver what they can), record files, heatmaps, metrics, backend."""
         for s in self.sinks:
             try:
                 s.close()
@@ -262,25 +262,21 @@ class Service:
             self.heatmaps.close()
         if self.metrics is not None:
             self.metrics.close()
+        self.backend.close()
+
+    def close(self) -> None:
+        """After the pipeline has drained."""
         if self.pipeline is not None:
             for b in self.pipeline.retired_backends:
                 b.close()
-        self.backend.close()
+        self._release()
         self.notifier.close()
 
     def abandon(self) -> None:
         """Start-up failed: release what was opened (nothing was written yet)."""
         if self.source is not None:
             self.source.close()
-        for s in self.sinks:
-            s.close()
-        for r in self.records:
-            r.close()
-        if self.heatmaps is not None:
-            self.heatmaps.close()
-        if self.metrics is not None:
-            self.metrics.close()
-        self.backend.close()
+        self._release()
 
 
 def run_service(cfg: Config, max_seconds: float | None,
