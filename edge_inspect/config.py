@@ -296,6 +296,7 @@ class ServiceConfig(_Strict):
 
     status_interval_s: float = Field(2.0, gt=0, description="STATUS= update period")
     stall_after_s: float = Field(10.0, gt=0, description="a stage with work waiting and no progress for this long stops the watchdog pings")
+    heap_trim_interval_s: float = Field(60.0, ge=0, description="hand freed heap memory back to the kernel (glibc malloc_trim) this often; 0 = never")
 
 
 class LoggingConfig(_Strict):

@@ -150,7 +150,7 @@ decision: {{calibration: {cal}}}
 output: {{records_dir: {tmp_path / 'records'}}}
 logging: {{format: json}}
 metrics: {{enabled: true, port: 0}}
-service: {{status_interval_s: 0.5}}
+service: {{status_interval_s: 0.5, heap_trim_interval_s: 0.5}}
 {extra}
 """)
     return p
@@ -197,7 +197,7 @@ heatmaps: {{enabled: true, max_bytes: 150000, max_width: 128}}
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert "edge_inspect_frames_total" in text and "edge_inspect_verdict_latency_seconds_bucket" in text
         assert 'edge_inspect_queue_depth{queue="strips"}' in text and "edge_inspect_info{" in text
-        assert "edge_inspect_batch_seconds_count" in text
+        assert "edge_inspect_batch_seconds_count" in text and "process_resident_memory_bytes" in text
         # the gateway restarts: the client reconnects, nothing is lost
         gw.stop()
         time.sleep(1.0)
@@ -249,6 +249,7 @@ heatmaps: {{enabled: true, max_bytes: 150000, max_width: 128}}
     rejects = sum(r["verdict"] == "reject" for r in records)
     assert 0 < len(pngs) <= rejects and sum(p.stat().st_size for p in pngs) <= 150000
     assert stopped["verdict_latency_p50_ms"] is not None
+    assert stopped["heap_trims"] >= 3  # every 0.5 s from the supervising thread (glibc)
 
 
 def test_bad_config_exits_78_without_starting(tmp_path, tiny_model, small_scan):

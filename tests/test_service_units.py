@@ -21,6 +21,7 @@ from edge_inspect.decision.sinks import TcpSink
 from edge_inspect.decision.sqlite_records import SqliteRecords, read_records
 from edge_inspect.inference.registry import create_backend
 from edge_inspect.pipeline import Pipeline, _Thumbnails
+from edge_inspect.service.heap import HeapTrimmer
 from edge_inspect.service.notify import Notifier
 from edge_inspect.service.watchdog import StallMonitor
 from edge_inspect.tiling.events import TileMeta
@@ -208,3 +209,26 @@ def test_model_swap_between_batches_keeps_every_board(tiny_model, small_scan):
             assert v.verdict == "reject"
     b1.close()
     b2.close()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def test_heap_trimmer_hands_fragmented_free_memory_back():
+    trimmer = HeapTrimmer(60.0)
+    if not trimmer.available:
+        pytest.skip("no glibc malloc_trim in this C library")
+    # 60 MB of 1 kB blocks (malloc, not pymalloc), every 64th kept alive: the freed 63/64 sit
+    # between live blocks, so free() alone can give none of it back
+    blocks = [bytes(1000) for _ in range(60_000)]
+    keep = blocks[::64]
+    del blocks
+    before = _rss_mb()
+    assert not trimmer.maybe_trim(time.monotonic())       # not before its interval
+    assert trimmer.maybe_trim(time.monotonic() + 61.0)
+    after = _rss_mb()
+    assert trimmer.trims == 1 and before - after > 30, (before, after)
+    assert len(keep) == 938
+    assert HeapTrimmer(0).available is False              # 0 turns it off

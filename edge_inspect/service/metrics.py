@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import structlog
-from prometheus_client import CollectorRegistry, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, Info, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = structlog.get_logger(__name__)
@@ -79,6 +79,7 @@ class Metrics:
                                          buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.info = Info("edge_inspect", "backend, model and calibration in use", registry=self.registry)
         self.registry.register(_PipelineCollector(service))
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes etc., for leak alarms
         self._server: Any = None
         self.port: int | None = None
 

@@ -25,6 +25,7 @@ from edge_inspect.config import Config
 from edge_inspect.decision.aggregator import Verdict
 from edge_inspect.decision.calibration import Calibration, check_against_model, load_calibration
 from edge_inspect.errors import EdgeInspectError
+from edge_inspect.service.heap import HeapTrimmer
 from edge_inspect.service.notify import Notifier
 from edge_inspect.service.watchdog import StallMonitor
 
@@ -149,6 +150,7 @@ class Service:
                  records=[str(getattr(r, "path", "")) for r in self.records],
                  notify=self.notifier.enabled, watchdog_s=self.notifier.watchdog_s)
         monitor = StallMonitor(pipe, self.source, self.cfg.service.stall_after_s)
+        heap = HeapTrimmer(self.cfg.service.heap_trim_interval_s)
         wd_every = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None
         st_every = self.cfg.service.status_interval_s
         next_wd = time.monotonic()
@@ -182,6 +184,7 @@ class Service:
                     last_boards, last_t = boards, now
                     self.notifier.status(self._status_text(rate))
                     next_status = now + st_every
+                heap.maybe_trim(now)
                 self._stop.wait(0.05)
         finally:
             st = pipe.join()
@@ -196,6 +199,7 @@ class Service:
                  verdict_latency_p50_ms=round(float(np.percentile(lat, 50)) * 1e3, 2) if lat.size else None,
                  verdict_latency_p99_ms=round(float(np.percentile(lat, 99)) * 1e3, 2) if lat.size else None,
                  sinks={s.name: s.counters() for s in self.sinks},
+                 heap_trims=heap.trims, heap_trim_ms=round(heap.seconds * 1e3, 1),
                  **(counters.as_dict() if counters else {}))
         return 1 if st.error else 0
 

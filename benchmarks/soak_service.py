@@ -1,0 +1,111 @@
+"""Soak of the whole service: `edge-inspect run` as a subprocess on a looping replay, its RSS
+sampled from /proc, then every record checked. Prints RSS growth (lowest RSS in the first
+minute -> lowest in the last; the lowest, because a replay pass decodes the whole scan and
+spikes in between), records lost, and verdict latency p50/p99 after a board's last line.
+Issue #6's targets: RSS growth < 2 %, 0 lost records.
+
+    python benchmarks/soak_service.py --minutes 30 --workdir /tmp/soak [--heap-trim-s 60]
+
+The scan is 30 synthetic boards (seed 555) made once in the work folder; the service replays
+it at `--line-rate` lines/s in real time with JSONL and SQLite records and metrics on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_kb(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def write_config(work: Path, scan: Path, line_rate: int, heap_trim_s: float) -> Path:
+    cfg = work / "soak.yaml"
+    cfg.write_text(f"""camera: {{lines_per_frame: 64, line_rate_hz: {line_rate}}}
+source: {{type: replay, path: {scan}, loop: true, speed: realtime}}
+inference: {{backend: {{type: onnxruntime, model: {ROOT / 'engines/demo.onnx'}, threads: 1}}}}
+decision: {{calibration: {ROOT / 'calibration/current.yaml'}}}
+output: {{records_dir: {work / 'records'}}}
+records: {{jsonl: true, sqlite: true}}
+metrics: {{enabled: true, port: 0}}
+service: {{heap_trim_interval_s: {heap_trim_s}}}
+logging: {{format: json}}
+""")
+    return cfg
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--line-rate", type=int, default=5000)
+    ap.add_argument("--heap-trim-s", type=float, default=60.0, help="service.heap_trim_interval_s (0 = off)")
+    ap.add_argument("--sample-s", type=float, default=5.0)
+    a = ap.parse_args()
+    work = a.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    exe = [sys.executable, "-m", "edge_inspect.cli"]
+    scan = work / "scans" / "scan.png"
+    if not scan.exists():
+        subprocess.run([*exe, "synth", "--out", str(work / "scans"), "--boards", "30", "--seed", "555"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    for old in (work / "records").glob("boards.*"):
+        old.unlink()
+    cfg = write_config(work, scan, a.line_rate, a.heap_trim_s)
+    seconds = a.minutes * 60
+    with open(work / "stderr.log", "w") as err:
+        proc = subprocess.Popen([*exe, "run", "--config", str(cfg), "--max-seconds", str(seconds)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        t0 = time.monotonic()
+        samples: list[tuple[float, int]] = []
+        with open(work / "rss.log", "w") as log:
+            while proc.poll() is None:
+                kb = rss_kb(proc.pid)
+                if kb is not None:
+                    t = time.monotonic() - t0
+                    samples.append((t, kb))
+                    log.write(f"{t:.1f} {kb}\n")
+                    log.flush()
+                time.sleep(a.sample_s)
+    events = [json.loads(x) for x in (work / "stderr.log").read_text().splitlines() if x.startswith("{")]
+    stopped = next((e for e in reversed(events) if e.get("event") == "stopped"), {})
+    ids = [json.loads(x)["board_id"] for x in (work / "records" / "boards.jsonl").read_text().splitlines()]
+    with sqlite3.connect(work / "records" / "boards.sqlite") as db:
+        sql_ids = [r[0] for r in db.execute("SELECT board_id FROM boards ORDER BY board_id")]
+    boards = stopped.get("boards", 0)
+    expected = list(range(1, boards + 1))
+    lost = len(set(expected) - set(ids)) + len(set(expected) - set(sql_ids))
+    first = min(kb for t, kb in samples if 5 <= t < 65)
+    last = min(kb for t, kb in samples if t >= seconds - 60)
+    growth = (last - first) / first * 100
+    print(f"exit code {proc.returncode}, {seconds / 60:.0f} min, heap trim every {a.heap_trim_s:g} s")
+    print(f"boards {boards}, JSONL records {len(ids)}, SQLite rows {len(sql_ids)}, lost {lost}")
+    print(f"dropped strips {stopped.get('dropped_strips')}, lines lost {stopped.get('lines_lost')}, "
+          f"error {stopped.get('error')}, heap trims {stopped.get('heap_trims')} "
+          f"({stopped.get('heap_trim_ms')} ms in all)")
+    print(f"verdict latency p50 {stopped.get('verdict_latency_p50_ms')} ms, p99 {stopped.get('verdict_latency_p99_ms')} ms")
+    print(f"RSS lowest in minute 1 {first / 1024:.1f} MB -> lowest in the last minute {last / 1024:.1f} MB: "
+          f"{growth:+.2f} % (target < 2 %), peak {max(kb for _, kb in samples) / 1024:.1f} MB")
+    ok = proc.returncode == 0 and boards > 0 and lost == 0 and ids == sql_ids == expected and growth < 2.0
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
