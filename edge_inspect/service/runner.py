@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,7 +56,9 @@ class Service:
         self.heatmaps: Any = None
         self.metrics: Any = None
         self.drift: Any = None
-        self._latencies: deque[float] = deque(maxlen=100_000)
+        # the last 100,000 verdict latencies for the summary at stop: allocated once, never grows
+        self._latencies = np.full(100_000, np.nan)
+        self._n_latencies = 0
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._model_stamp = _file_stamp(Path(cfg.inference.backend.model))
@@ -126,7 +127,8 @@ class Service:
         if t_last_line_ns is None or t_last_line_ns <= 0:
             return
         dt = max(0.0, (v.t_verdict_ns - t_last_line_ns) / 1e9)
-        self._latencies.append(dt)
+        self._latencies[self._n_latencies % len(self._latencies)] = dt
+        self._n_latencies += 1
         if self.metrics is not None:
             self.metrics.verdict_latency.observe(dt)
 
@@ -191,7 +193,7 @@ class Service:
             for s, h in previous.items():
                 signal.signal(s, h)
             self.close()
-        lat = np.asarray(self._latencies, float)
+        lat = self._latencies[:self._n_latencies]
         counters = getattr(self.source, "counters", None)
         log.info("stopped", boards=st.boards, rejects=st.rejects, incomplete=st.incomplete, tiles=st.tiles,
                  tiles_per_s=round(st.tiles_per_s, 1), dropped_strips=st.dropped_strips, lines_lost=st.lines_lost,
@@ -208,7 +210,8 @@ class Service:
         text = (f"{st.boards} boards ({boards_per_s:.2f}/s), {st.rejects} rejects, {st.incomplete} incomplete, "
                 f"{st.frames} frames, {st.dropped_strips} dropped strips, calibration {self.cal.version}")
         if self.drift is not None and self.drift.alarm:
-            text += f", DRIFT ratio {self.drift.ratio:.3f}"
+            d = self.drift
+            text += f", DRIFT ratio {d.ratio:.3f}" + (f" distance {d.distance:.2f}" if d.distance is not None else "")
         return text
 
     def reload(self) -> None:
