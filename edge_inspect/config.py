@@ -272,15 +272,18 @@ class MetricsConfig(_Strict):
 
 
 class DriftConfig(_Strict):
-    """Alarm when the good boards' scores move away from what the calibration assumed: the
-    `quantile` of the last `window` accepted boards' scores, divided by the reference (the
-    `reference` given here, else the calibration's tile threshold), outside [min_ratio, max_ratio]."""
+    """Alarm when the good boards' scores move away from what the calibration assumed. With the
+    calibration's good-board scores: their Kolmogorov-Smirnov distance from the last `window`
+    accepted boards' scores above `max_distance`. Without them (or with `reference` given): the
+    window's `quantile` divided by `reference` (default the tile threshold) outside
+    [min_ratio, max_ratio]."""
 
     enabled: bool = True
     window: int = Field(200, ge=10, description="accepted boards in the rolling window")
     min_boards: int = Field(50, ge=1, description="no alarm before this many accepted boards")
     quantile: float = Field(0.5, gt=0, lt=1)
-    reference: float | None = Field(None, gt=0, description="expected value of that quantile; default the tile threshold")
+    max_distance: float = Field(0.35, gt=0, lt=1, description="KS distance that raises the alarm (0.35: about a one-standard-deviation shift)")
+    reference: float | None = Field(None, gt=0, description="expected value of that quantile; compare with this number instead of the calibration's good boards")
     min_ratio: float = Field(0.0, ge=0)
     max_ratio: float = Field(0.8, gt=0)
 

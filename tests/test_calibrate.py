@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,7 +24,9 @@ from edge_inspect.calibration.thresholds import (
     min_good_boards, pick_threshold,
 )
 from edge_inspect.decision.aggregator import BoardAggregator
+from edge_inspect.config import DriftConfig
 from edge_inspect.decision.calibration import BoardRule, Calibration, load_calibration
+from edge_inspect.decision.drift import DriftMonitor
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TileMeta
 
 from conftest import DEMO_CAL, DEMO_MODEL, ROOT
@@ -266,6 +269,9 @@ def test_calibrate_apply_meets_its_bound_on_fresh_boards_then_rollback(scans, si
     assert hist == sorted([f"{yaml.safe_load(original)['version']}.yaml", f"{new.version}.yaml"])
     page = (report / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2
+    # the drift reference: the good boards the new threshold accepts, ascending
+    assert new.good_scores == sorted(new.good_scores) and max(new.good_scores) <= new.tile_threshold
+    assert len(new.good_scores) == 48 - summary["exceedances"]
 
     # the stated bound holds on good boards the calibration never saw, through replay itself
     rc, out, err = _cli(capsys, "replay", scans["fresh"] / "scan.png", "--config", site["cfg"],
@@ -276,6 +282,11 @@ def test_calibrate_apply_meets_its_bound_on_fresh_boards_then_rollback(scans, si
     fresh_rejects = sum(r["verdict"] == "reject" for r in recs)
     # 48 boards each side keep the fresh sample's own noise small next to the bound
     assert fresh_rejects / len(recs) <= summary["frr_upper95"], (fresh_rejects, summary)
+    # fresh good boards score like the calibration's: the drift monitor stays quiet
+    drift = DriftMonitor(DriftConfig(min_boards=40), new)
+    for r in recs:
+        drift.observe(SimpleNamespace(verdict=r["verdict"], score=r["score"]))
+    assert drift.mode == "distribution" and not drift.alarm and drift.distance < 0.25, drift.distance
 
     rc, out, err = _cli(capsys, "calibrate", "--config", site["cfg"], "--rollback")
     assert rc == 0, err

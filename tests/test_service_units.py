@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 import uuid
@@ -15,7 +16,7 @@ from edge_inspect.acquisition.replay import ReplaySource
 from edge_inspect.config import Config, DriftConfig, TcpSinkConfig
 from edge_inspect.decision.aggregator import Verdict
 from edge_inspect.decision.calibration import load_calibration
-from edge_inspect.decision.drift import DriftMonitor
+from edge_inspect.decision.drift import DriftMonitor, ks_distance
 from edge_inspect.decision.heatmaps import HeatmapWriter, render_overlay
 from edge_inspect.decision.sinks import TcpSink
 from edge_inspect.decision.sqlite_records import SqliteRecords, read_records
@@ -110,10 +111,43 @@ def test_drift_alarm_on_shifted_good_scores():
     assert [e["event"] for e in logs] == ["drift_alarm"]
 
 
-def load_calibration_stub(threshold: float):
+def load_calibration_stub(threshold: float, good_scores: list[float] | None = None):
     from edge_inspect.decision.calibration import Calibration
 
-    return Calibration(version="v", created="now", score="s", tile_threshold=threshold)
+    return Calibration(version="v", created="now", score="s", tile_threshold=threshold, good_scores=good_scores)
+
+
+def test_ks_distance_known_values():
+    a = np.array([0.1, 0.2, 0.3, 0.4])
+    assert ks_distance(a, a) == 0.0
+    assert ks_distance(a, a + 1.0) == 1.0
+    assert ks_distance(a, np.array([0.25, 0.35])) == pytest.approx(0.5)   # at 0.2: 2/4 vs 0/2
+
+
+def test_drift_alarm_against_the_calibrations_good_boards():
+    rng = np.random.default_rng(7)
+    good = sorted(np.round(rng.normal(0.30, 0.04, 120), 6).tolist())
+    cal = load_calibration_stub(0.45, good)
+    d = DriftMonitor(DriftConfig(window=200, min_boards=50), cal)
+    assert d.mode == "distribution" and d.reference == pytest.approx(np.median(good))
+    with capture_logs() as logs:
+        for i, s in enumerate(rng.normal(0.30, 0.04, 300)):       # the same wood: quiet
+            d.observe(verdict(i, score=float(s)))
+        assert not d.alarm and d.distance < 0.2 and d.ratio == pytest.approx(1.0, abs=0.05)
+        for i, s in enumerate(rng.normal(0.36, 0.04, 200)):       # dirtier lens: +1.5 sd, still accepted
+            d.observe(verdict(i, score=float(s)))
+        assert d.alarm and d.distance > 0.5 and d.ratio > 1.1
+        d.set_calibration(load_calibration_stub(0.5, sorted(np.round(rng.normal(0.36, 0.04, 120), 6).tolist())))
+    assert [e["event"] for e in logs] == ["drift_alarm", "drift_alarm_cleared"]
+    assert logs[0]["mode"] == "distribution" and logs[0]["max_distance"] == 0.35
+    # an operator-given reference overrides the distribution
+    d = DriftMonitor(DriftConfig(reference=0.3), cal)
+    assert d.mode == "reference" and d.reference == 0.3
+
+
+def test_calibration_good_scores_must_be_ascending():
+    with pytest.raises(ValueError, match="ascending"):
+        load_calibration_stub(0.5, [0.3, 0.2])
 
 
 def test_thumbnails_follow_the_line_counter():

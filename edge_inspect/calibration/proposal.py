@@ -78,6 +78,15 @@ def _counted_defect_boards(scans: list[ScanScores]) -> list[BoardScores]:
     return boards
 
 
+def drift_reference(good_stats: np.ndarray, threshold: float, most: int = 500) -> list[float] | None:
+    """The good boards the new threshold accepts (the service's drift monitor sees only accepted
+    boards), ascending; more than `most` are thinned to evenly spaced order statistics."""
+    kept = np.sort(good_stats[~rejected(good_stats, threshold) & np.isfinite(good_stats)])
+    if len(kept) > most:
+        kept = kept[np.linspace(0, len(kept) - 1, most).round().astype(int)]
+    return [round(float(x), 6) for x in kept] or None
+
+
 def build_proposal(
     good_scans: list[ScanScores],
     defect_scans: list[ScanScores],
@@ -119,6 +128,7 @@ def build_proposal(
         version=version, created=now.isoformat(timespec="seconds"), model=model_sha256, score=score,
         tile_threshold=choice.threshold, board_rule=rule, target_frr=target_frr,
         expected_frr=choice.expected_frr, expected_detection=detection, source=source,
+        good_scores=drift_reference(good_stats, choice.threshold),
     )
     log.info("calibration_proposed", version=version, threshold=choice.threshold, good=len(good),
              exceedances=choice.exceedances, frr_upper95=choice.frr_upper95, defect=len(defect), caught=caught)

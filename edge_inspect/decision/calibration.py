@@ -33,11 +33,17 @@ class Calibration(BaseModel):
     expected_frr: float | None = Field(None, ge=0, le=1)
     expected_detection: float | None = Field(None, ge=0, le=1)
     source: str = ""
+    good_scores: list[float] | None = Field(
+        None, description="board scores of the calibration's accepted good boards, ascending: the drift reference")
 
     @model_validator(mode="after")
     def _finite(self) -> "Calibration":
         if self.tile_threshold != self.tile_threshold:
             raise ValueError("tile_threshold is NaN")
+        if self.good_scores is not None:
+            g = self.good_scores
+            if not g or any(x != x for x in g) or any(a > b for a, b in zip(g, g[1:])):
+                raise ValueError("good_scores must be a non-empty ascending list of numbers")
         return self
 
 

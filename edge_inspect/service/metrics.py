@@ -59,8 +59,12 @@ class _PipelineCollector:
         drift = self._svc.drift
         if drift is not None:
             g = GaugeMetricFamily("edge_inspect_drift_ratio",
-                                  "rolling quantile of accepted boards' scores / calibration reference")
+                                  "rolling quantile of accepted boards' scores / the calibration's")
             g.add_metric([], float(drift.ratio) if drift.ratio is not None else float("nan"))
+            yield g
+            g = GaugeMetricFamily("edge_inspect_drift_distance",
+                                  "KS distance of accepted boards' scores from the calibration's good boards")
+            g.add_metric([], float(drift.distance) if drift.distance is not None else float("nan"))
             yield g
             g = GaugeMetricFamily("edge_inspect_drift_alarm", "1 while the good-board scores are out of bounds")
             g.add_metric([], 1.0 if drift.alarm else 0.0)
