@@ -107,6 +107,8 @@ def main() -> int:
           f"{growth:+.2f} % (target < 2 %), peak {max(kb for _, kb in samples) / 1024:.1f} MB")
     lows = {}
     for t, kb in samples:
+        if t < 5:
+            continue
         lows[int(t // 300)] = min(kb, lows.get(int(t // 300), kb))
     print("RSS lowest per 5 min (MB):", " ".join(f"{lows[k] / 1024:.1f}" for k in sorted(lows)))
     ok = proc.returncode == 0 and boards > 0 and lost == 0 and ids == sql_ids == expected and growth < 2.0

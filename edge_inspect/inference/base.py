@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +24,18 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def warm_up(backend: Backend, max_batch: int) -> float:
+    """Score one all-zero batch of every size from `max_batch` down to 1, before the service says
+    READY: allocators that keep per-size state (ONNX Runtime's CPU arena, CUDA graph pools,
+    TensorRT shape contexts) reach their working size now, rather than stepping up hours later
+    when a rare batch size first turns up. Returns the seconds spent."""
+    t0 = time.perf_counter()
+    tiles = np.zeros((max_batch, backend.tile_size, backend.tile_size, backend.channels), np.uint8)
+    for n in range(max_batch, 0, -1):
+        backend.score(tiles[:n])
+    return time.perf_counter() - t0
 
 
 @dataclass

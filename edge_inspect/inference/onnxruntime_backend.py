@@ -26,6 +26,11 @@ class OnnxRuntimeBackend:
         opts.intra_op_num_threads = cfg.threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # Memory patterns are planned and cached per input shape, each holding its own blocks of
+        # the CPU arena; the service's batches vary in size (1..batch_size), so with patterns the
+        # arena grows by tens of MB over hours as new sizes turn up, and never shrinks. Without
+        # them (and after warm_up) it stays flat, at the same speed (benchmarks/RESULTS.md).
+        opts.enable_mem_pattern = False
         try:
             self._session = ort.InferenceSession(str(cfg.model), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files

@@ -24,6 +24,7 @@ from edge_inspect.config import Config
 from edge_inspect.decision.aggregator import Verdict
 from edge_inspect.decision.calibration import Calibration, check_against_model, load_calibration
 from edge_inspect.errors import EdgeInspectError
+from edge_inspect.inference.base import warm_up
 from edge_inspect.service.heap import HeapTrimmer
 from edge_inspect.service.notify import Notifier
 from edge_inspect.service.watchdog import StallMonitor
@@ -77,6 +78,8 @@ class Service:
         scale = max(1, -(-width // cfg.heatmaps.max_width)) if cfg.heatmaps.enabled else 0
         self.pipeline = Pipeline(cfg, self.source, self.backend, self.cal, self.on_verdict, width,
                                  self.source.channels, observer=self, image_scale=scale)
+        log.info("backend_warmed", backend=self.backend.name, batch_sizes=f"1..{cfg.inference.batch_size}",
+                 seconds=round(warm_up(self.backend, cfg.inference.batch_size), 2))
         if cfg.drift.enabled:
             from edge_inspect.decision.drift import DriftMonitor
 
@@ -235,6 +238,7 @@ class Service:
             target = new_backend or self.backend
             check_against_model(cal, path, target.model_sha256, target.score_names)
             if new_backend is not None:
+                warm_up(new_backend, cfg.inference.batch_size)
                 self.pipeline.set_backend(new_backend, cal)
                 self.backend = new_backend
             else:
