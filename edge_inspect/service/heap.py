@@ -2,9 +2,9 @@
 
 glibc's malloc keeps memory freed by large short-lived buffers (a scan image decoded by
 replay, a board image encoded as a heatmap PNG, a model loaded on reload) inside its arenas
-when small live allocations sit above it, and it raises its mmap threshold after each large
-free, so the next large buffers come from the arenas too. Nothing leaks, yet the resident size
-climbs in steps that never come back (the first 30-minute soak: +7.3 % in two steps).
+when small live allocations sit above it, and raises its mmap threshold after each large free,
+so later large buffers come from the arenas too. Nothing leaks, yet the resident size creeps
+up: 7 MB more after a 30-minute soak without trimming than with it (benchmarks/RESULTS.md).
 `malloc_trim(0)` returns every free page of every arena; the service calls it periodically
 from its supervising thread, never from the hot path. Other C libraries (musl) lack it: then
 this is a no-op and says so once."""
