@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import threading
 import time
 import uuid
 
@@ -28,7 +30,7 @@ from edge_inspect.service.notify import Notifier
 from edge_inspect.service.watchdog import StallMonitor
 from edge_inspect.tiling.events import TileMeta
 
-from conftest import DEMO_MODEL
+from conftest import DEMO_CAL, DEMO_MODEL
 
 
 def verdict(i: int, verdict: str = "accept", score: float = 0.1, **kw) -> Verdict:
@@ -286,3 +288,49 @@ def test_onnxruntime_memory_flat_over_random_batch_sizes_after_warm_up():
         backend.score(tiles[:n])
     trimmer.maybe_trim(time.monotonic() + 4)
     assert _rss_mb() - before < 5.0, (before, _rss_mb())
+
+
+def test_reload_with_a_new_model_file_warms_it_up_and_swaps_it_in(tmp_path, tiny_model, small_scan):
+    """What SIGHUP does after an operator copied a new model and its calibration into place;
+    the service runs in this process so the test can play the operator from a thread."""
+    from edge_inspect.inference.manifest import manifest_path
+    from edge_inspect.service.runner import Service
+
+    tiny, tiny_cal = tiny_model(3)
+    model, cal_path = tmp_path / "model.onnx", tmp_path / "current.yaml"
+    for src, dst in ((tiny, model), (manifest_path(tiny), manifest_path(model)), (tiny_cal, cal_path)):
+        shutil.copy(src, dst)
+    cfg = Config.model_validate({
+        "camera": {"lines_per_frame": 64, "line_rate_hz": 20000},
+        "source": {"type": "replay", "path": str(small_scan), "loop": True, "speed": "realtime"},
+        "inference": {"backend": {"type": "onnxruntime", "model": str(model), "threads": 1}, "batch_size": 8},
+        "decision": {"calibration": str(cal_path)},
+        "output": {"records_dir": str(tmp_path / "records")},
+        "metrics": {"enabled": False},
+    })
+    svc = Service(cfg, create_backend(cfg.inference.backend), load_calibration(cal_path), environ={})
+
+    def operator() -> None:
+        time.sleep(1.5)
+        for src, dst in ((DEMO_MODEL, model), (manifest_path(DEMO_MODEL), manifest_path(model)),
+                         (DEMO_CAL, cal_path)):
+            shutil.copy(src, dst)
+        svc._reload.set()                      # the SIGHUP handler's whole job
+        time.sleep(3.0)
+        svc._stop.set()                        # SIGTERM's
+
+    with capture_logs() as logs:
+        svc.open()
+        threading.Thread(target=operator, daemon=True).start()
+        assert svc.run() == 0
+    events = [e["event"] for e in logs]
+    assert "reload_failed" not in events
+    reloaded = next(e for e in logs if e["event"] == "reloaded")
+    assert reloaded["model_changed"] and reloaded["model"] == load_calibration(DEMO_CAL).model[:12]
+    warmed = [e["model"] for e in logs if e["event"] == "backend_warmed"]
+    assert len(warmed) == 2 and warmed[1] == reloaded["model"]      # at start, then the new model
+    records = [json.loads(x) for x in (tmp_path / "records" / "boards.jsonl").read_text().splitlines()]
+    assert [r["board_id"] for r in records] == list(range(1, len(records) + 1))
+    models = [r["model"] for r in records]
+    assert models[0] != reloaded["model"] and models[-1] == reloaded["model"]
+    assert models == sorted(models, key=lambda m: m == reloaded["model"])   # one switch, never back

@@ -78,8 +78,7 @@ class Service:
         scale = max(1, -(-width // cfg.heatmaps.max_width)) if cfg.heatmaps.enabled else 0
         self.pipeline = Pipeline(cfg, self.source, self.backend, self.cal, self.on_verdict, width,
                                  self.source.channels, observer=self, image_scale=scale)
-        log.info("backend_warmed", backend=self.backend.name, batch_sizes=f"1..{cfg.inference.batch_size}",
-                 seconds=round(warm_up(self.backend, cfg.inference.batch_size), 2))
+        self._warm(self.backend)
         if cfg.drift.enabled:
             from edge_inspect.decision.drift import DriftMonitor
 
@@ -107,6 +106,12 @@ class Service:
             self.metrics = Metrics(self)
             self._set_info()
             self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+
+    def _warm(self, backend: Any) -> None:
+        """Every batch size once, before the backend scores boards (inference/base.py)."""
+        b = self.cfg.inference.batch_size
+        log.info("backend_warmed", backend=backend.name, model=backend.model_sha256[:12], batch_sizes=f"1..{b}",
+                 seconds=round(warm_up(backend, b), 2))
 
     def _set_info(self) -> None:
         if self.metrics is not None:
@@ -238,7 +243,7 @@ class Service:
             target = new_backend or self.backend
             check_against_model(cal, path, target.model_sha256, target.score_names)
             if new_backend is not None:
-                warm_up(new_backend, cfg.inference.batch_size)
+                self._warm(new_backend)
                 self.pipeline.set_backend(new_backend, cal)
                 self.backend = new_backend
             else:
