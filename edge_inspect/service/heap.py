@@ -3,8 +3,8 @@
 glibc's malloc keeps memory freed by large short-lived buffers (a scan image decoded by
 replay, a board image encoded as a heatmap PNG, a model loaded on reload) inside its arenas
 when small live allocations sit above it, and raises its mmap threshold after each large free,
-so later large buffers come from the arenas too. Nothing leaks, yet the resident size creeps
-up: 7 MB more after a 30-minute soak without trimming than with it (benchmarks/RESULTS.md).
+so later large buffers come from the arenas too. Nothing leaks, yet the resident size stays
+higher than needed: about 7 MiB in the soak, from the first trim on (benchmarks/RESULTS.md).
 `malloc_trim(0)` returns every free page of every arena; the service calls it periodically
 from its supervising thread, never from the hot path. Other C libraries (musl) lack it: then
 this is a no-op and says so once."""
