@@ -15,6 +15,23 @@ log = structlog.get_logger(__name__)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+_SINK_GAUGES = {"queued", "unacked"}  # levels; every other sink counter only grows
+
+
+def _sink_families(sinks: Iterable[Any]) -> Iterable:
+    """One family per counter name with a `sink` label per sink: Prometheus rejects a metric
+    name whose HELP/TYPE comes twice, which one family per sink would write."""
+    families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+    for sink in sinks:
+        for key, value in sink.counters().items():
+            fam = families.get(key)
+            if fam is None:
+                kind = GaugeMetricFamily if key in _SINK_GAUGES else CounterMetricFamily
+                fam = families[key] = kind(f"edge_inspect_sink_{key}", f"reject-signal sink {key}", labels=["sink"])
+            fam.add_metric([sink.name], float(value))
+    return families.values()
+
+
 class _PipelineCollector:
     """Reads the pipeline's plain counters when Prometheus scrapes."""
 
@@ -47,11 +64,7 @@ class _PipelineCollector:
             c = CounterMetricFamily(f"edge_inspect_{name}", doc)
             c.add_metric([], float(value))
             yield c
-        for sink in self._svc.sinks:
-            for key, value in sink.counters().items():
-                c = CounterMetricFamily(f"edge_inspect_sink_{key}", f"reject-signal sink {key}", labels=["sink"])
-                c.add_metric([sink.name], float(value))
-                yield c
+        yield from _sink_families(self._svc.sinks)
         g = GaugeMetricFamily("edge_inspect_queue_depth", "items waiting in front of a stage", labels=["queue"])
         for q, depth in pipe.queue_depths.items():
             g.add_metric([q], float(depth))
