@@ -201,6 +201,8 @@ class TcpSinkConfig(_Strict):
     only_rejects: bool = Field(False, description="send only reject verdicts (default: every board)")
     connect_timeout_s: float = Field(2.0, gt=0)
     backoff_s: tuple[float, float] = Field((0.1, 5.0), description="first and largest wait between reconnects")
+    ack: bool = Field(False, description="the gateway acknowledges ({\"ack\": seq} lines); unacknowledged messages are sent again")
+    ack_timeout_s: float = Field(5.0, gt=0, description="with ack: reconnect and resend when the oldest message waits this long")
 
     @model_validator(mode="after")
     def _backoff(self) -> "TcpSinkConfig":

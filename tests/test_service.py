@@ -116,6 +116,11 @@ class Gateway:
             buf += data
             *done, buf = buf.split(b"\n")
             self.lines += [json.loads(x) for x in done]
+            if done and "seq" in self.lines[-1]:  # the sink asked for acks (`ack: true`)
+                try:
+                    self.conn.sendall(b'{"ack": %d}\n' % self.lines[-1]["seq"])
+                except OSError:
+                    pass
 
     def stop(self) -> None:
         self.srv.close()
@@ -183,7 +188,7 @@ def test_service_notify_reload_sinks_metrics_and_drain(tmp_path, tiny_model, sma
     cfg = write_config(tmp_path, model, cal_path, f"{{type: replay, path: {small_scan}, loop: true, speed: realtime}}", f"""
 sinks:
   - {{type: log, only_rejects: true}}
-  - {{type: tcp, host: 127.0.0.1, port: {gw.port}, queue: 1000, backoff_s: [0.05, 0.3]}}
+  - {{type: tcp, host: 127.0.0.1, port: {gw.port}, queue: 1000, backoff_s: [0.05, 0.3], ack: true}}
 records: {{jsonl: true, sqlite: true, retention_days: 30}}
 heatmaps: {{enabled: true, max_bytes: 150000, max_width: 128}}
 """)
@@ -198,6 +203,9 @@ heatmaps: {{enabled: true, max_bytes: 150000, max_width: 128}}
         assert "edge_inspect_frames_total" in text and "edge_inspect_verdict_latency_seconds_bucket" in text
         assert 'edge_inspect_queue_depth{queue="strips"}' in text and "edge_inspect_info{" in text
         assert "edge_inspect_batch_seconds_count" in text and "process_resident_memory_bytes" in text
+        types = [x.split()[2] for x in text.splitlines() if x.startswith("# TYPE")]
+        assert len(types) == len(set(types)), "a metric family declared twice (Prometheus rejects the scrape)"
+        assert 'edge_inspect_sink_sent_total{sink="log"}' in text and "edge_inspect_sink_unacked{" in text
         # the gateway restarts: the client reconnects, nothing is lost
         gw.stop()
         time.sleep(1.0)
@@ -243,6 +251,9 @@ heatmaps: {{enabled: true, max_bytes: 150000, max_width: 128}}
     assert tcp["dropped"] == 0 and tcp["connects"] >= 2
     got = sorted({m["board_id"] for m in gw.lines})
     assert got == [r["board_id"] for r in records]
+    # ... and acknowledged each one once; what the restart cut off was sent again with its seq
+    assert tcp["acked"] == len(records) and tcp["unacked"] == 0 and tcp["queued"] == 0
+    assert sorted({m["seq"] for m in gw.lines}) == list(range(1, len(records) + 1))
     assert set(gw.lines[0]) >= {"board_id", "verdict", "reasons", "t_verdict_ns"}
     # heatmaps of rejected boards, within the disk budget
     pngs = list((tmp_path / "records" / "heatmaps").glob("*.png"))

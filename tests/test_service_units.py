@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -86,6 +87,80 @@ def test_tcp_sink_full_queue_drops_oldest_counted_and_logged():
     srv.close()
     assert [json.loads(x)["board_id"] for x in data.splitlines()] == [2, 3, 4]
     assert sink.counters() == {"sent": 3, "dropped": 2, "connects": 1, "queued": 0}
+
+
+def _listener() -> socket.socket:
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(2)
+    srv.settimeout(5)
+    return srv
+
+
+def _read_lines(conn: socket.socket, n: int) -> list[dict]:
+    conn.settimeout(5)
+    data = b""
+    while data.count(b"\n") < n:
+        chunk = conn.recv(4096)
+        assert chunk, f"connection closed after {len(data.splitlines())} lines"
+        data += chunk
+    return [json.loads(x) for x in data.splitlines()]
+
+
+def _wait_for(cond, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_tcp_sink_with_acks_resends_what_a_crashed_gateway_never_acknowledged():
+    srv = _listener()
+    sink = TcpSink(TcpSinkConfig(type="tcp", host="127.0.0.1", port=srv.getsockname()[1], ack=True,
+                                 ack_timeout_s=30, backoff_s=(0.05, 0.1)))
+    sink.start()
+    for i in range(5):
+        sink.send(verdict(i))
+    conn, _ = srv.accept()
+    first = _read_lines(conn, 5)
+    assert [m["seq"] for m in first] == [1, 2, 3, 4, 5] and [m["board_id"] for m in first] == [0, 1, 2, 3, 4]
+    conn.sendall(b'{"ack": 2}\n')
+    _wait_for(lambda: sink.acked == 2)
+    # the gateway crashes (RST) having read 3, 4 and 5 but never acknowledged them
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    conn, _ = srv.accept()
+    again = _read_lines(conn, 3)
+    assert [(m["seq"], m["board_id"]) for m in again] == [(3, 2), (4, 3), (5, 4)]
+    sink.send(verdict(5))
+    assert _read_lines(conn, 1)[0]["seq"] == 6
+    conn.sendall(b'{"ack": 6}\n')
+    sink.close()
+    conn.close()
+    srv.close()
+    assert sink.counters() == {"sent": 9, "dropped": 0, "connects": 2, "queued": 0,
+                               "acked": 6, "resent": 3, "unacked": 0}
+
+
+def test_tcp_sink_reconnects_when_acks_stop_coming():
+    srv = _listener()
+    sink = TcpSink(TcpSinkConfig(type="tcp", host="127.0.0.1", port=srv.getsockname()[1], ack=True,
+                                 ack_timeout_s=0.3, backoff_s=(0.05, 0.1)))
+    with capture_logs() as logs:
+        sink.start()
+        for i in range(3):
+            sink.send(verdict(i))
+        silent, _ = srv.accept()  # reads everything, answers nothing, stays connected
+        assert [m["seq"] for m in _read_lines(silent, 3)] == [1, 2, 3]
+        conn, _ = srv.accept()
+        assert [m["seq"] for m in _read_lines(conn, 3)] == [1, 2, 3]
+        conn.sendall(b'{"ack": 3}\n')
+        sink.close()
+    for c in (silent, conn, srv):
+        c.close()
+    assert any(e["event"] == "sink_disconnected" and "no ack within 0.3 s" in e["why"] for e in logs), logs
+    assert sink.counters()["acked"] == 3 and sink.counters()["resent"] == 3 and sink.counters()["unacked"] == 0
 
 
 def test_sqlite_records_wal_and_retention(tmp_path):
