@@ -26,6 +26,7 @@ demo: $(VENV)/.stamp-base
 	$(EI) replay $(DEMO)/scans/scan.png --config config/demo.yaml --out $(DEMO)/records
 
 test: $(VENV)/.stamp-train
+	$(VENV)/bin/ruff check -q edge_inspect tests benchmarks
 	$(PY) -m pytest -q
 
 # Rebuilds the shipped demo model (engines/demo.onnx) from config/demo.yaml, then calibrates it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +43,7 @@ class Calibration(BaseModel):
             raise ValueError("tile_threshold is NaN")
         if self.good_scores is not None:
             g = self.good_scores
-            if not g or any(x != x for x in g) or any(a > b for a, b in zip(g, g[1:])):
+            if not g or any(math.isnan(x) for x in g) or any(a > b for a, b in zip(g, g[1:])):
                 raise ValueError("good_scores must be a non-empty ascending list of numbers")
         return self
 
