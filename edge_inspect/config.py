@@ -253,6 +253,8 @@ class RecordsConfig(_Strict):
     retention_days: float | None = Field(90.0, gt=0, description="SQLite rows older than this are pruned; null = keep")
     max_rows: int | None = Field(None, ge=1, description="SQLite keeps at most this many newest rows; null = no limit")
     prune_interval_s: float = Field(600.0, gt=0, description="how often retention is applied")
+    backlog: int = Field(10_000, ge=1, description="records kept in memory per store while it fails (full disk); oldest dropped, counted, beyond")
+    retry_s: float = Field(5.0, gt=0, description="how often a failing store is tried again")
 
 
 class HeatmapsConfig(_Strict):

@@ -55,7 +55,11 @@ class SqliteRecords:
         rec["incomplete"] = int(rec["incomplete"])
         self._db.execute(self._insert, (time.time(), *(rec[n] for n, _ in _COLUMNS)))
         if time.monotonic() >= self._next_prune:
-            self.prune()
+            try:
+                self.prune()
+            except sqlite3.Error as exc:  # the row is in; retention waits for the next interval
+                self._next_prune = time.monotonic() + self.prune_interval_s
+                log.warning("records_prune_failed", path=str(self.path), error=str(exc))
 
     def prune(self, now: float | None = None) -> int:
         """Apply retention now; returns rows removed."""

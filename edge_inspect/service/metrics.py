@@ -65,6 +65,16 @@ class _PipelineCollector:
             c.add_metric([], float(value))
             yield c
         yield from _sink_families(self._svc.sinks)
+        keeper = self._svc.records
+        if keeper is not None:
+            docs = {"record_write_failures": "failed writes to a record store (full disk, I/O error)",
+                    "records_pending": "records waiting for a failing store",
+                    "records_dropped": "records a failing store never got (its backlog was full)"}
+            for key, value in keeper.counters().items():
+                kind = GaugeMetricFamily if key == "records_pending" else CounterMetricFamily
+                fam = kind(f"edge_inspect_{key}", docs[key])
+                fam.add_metric([], float(value))
+                yield fam
         g = GaugeMetricFamily("edge_inspect_queue_depth", "items waiting in front of a stage", labels=["queue"])
         for q, depth in pipe.queue_depths.items():
             g.add_metric([q], float(depth))

@@ -23,6 +23,7 @@ import structlog
 from edge_inspect.config import Config
 from edge_inspect.decision.aggregator import Verdict
 from edge_inspect.decision.calibration import Calibration, check_against_model, load_calibration
+from edge_inspect.decision.record_keeper import RecordKeeper
 from edge_inspect.errors import EdgeInspectError
 from edge_inspect.inference.base import warm_up
 from edge_inspect.service.heap import HeapTrimmer
@@ -53,7 +54,7 @@ class Service:
         self.source: Any = None
         self.pipeline: Any = None
         self.sinks: list[Any] = []
-        self.records: list[Any] = []
+        self.records: Any = None
         self.heatmaps: Any = None
         self.metrics: Any = None
         self.drift: Any = None
@@ -84,17 +85,18 @@ class Service:
 
             self.drift = DriftMonitor(cfg.drift, self.cal)
         # -- from here on things are written --
-        rd = cfg.output.records_dir
-        if cfg.records.jsonl:
+        rd, r = cfg.output.records_dir, cfg.records
+        stores: list[Any] = []
+        if r.jsonl:
             from edge_inspect.decision.records import JsonlRecords
 
-            self.records.append(JsonlRecords(rd / "boards.jsonl"))
-        if cfg.records.sqlite:
+            stores.append(JsonlRecords(rd / "boards.jsonl"))
+        if r.sqlite:
             from edge_inspect.decision.sqlite_records import SqliteRecords
 
-            r = cfg.records
-            self.records.append(SqliteRecords(r.sqlite_path or rd / "boards.sqlite", r.retention_days,
-                                              r.max_rows, r.prune_interval_s))
+            stores.append(SqliteRecords(r.sqlite_path or rd / "boards.sqlite", r.retention_days,
+                                        r.max_rows, r.prune_interval_s))
+        self.records = RecordKeeper(stores, r.backlog, r.retry_s)
         if cfg.heatmaps.enabled:
             from edge_inspect.decision.heatmaps import HeatmapWriter
 
@@ -120,8 +122,7 @@ class Service:
 
     # -- decision-thread hooks ----------------------------------------------------------------
     def on_verdict(self, v: Verdict) -> None:
-        for r in self.records:
-            r.write(v)
+        self.records.write(v)  # never raises for a failing store: the reject signal must go out
         for s in self.sinks:
             s.send(v)
         if self.drift is not None:
@@ -157,7 +158,7 @@ class Service:
         self.notifier.ready(self._status_text(0.0))
         log.info("started", source=self.source.name, backend=self.backend.name,
                  model=self.backend.model_sha256[:12], calibration=self.cal.version,
-                 records=[str(getattr(r, "path", "")) for r in self.records],
+                 records=[str(r.path) for r in self.records.stores],
                  notify=self.notifier.enabled, watchdog_s=self.notifier.watchdog_s)
         monitor = StallMonitor(pipe, self.source, self.cfg.service.stall_after_s)
         heap = HeapTrimmer(self.cfg.service.heap_trim_interval_s)
@@ -208,7 +209,7 @@ class Service:
                  error=st.error,
                  verdict_latency_p50_ms=round(float(np.percentile(lat, 50)) * 1e3, 2) if lat.size else None,
                  verdict_latency_p99_ms=round(float(np.percentile(lat, 99)) * 1e3, 2) if lat.size else None,
-                 sinks={s.name: s.counters() for s in self.sinks},
+                 sinks={s.name: s.counters() for s in self.sinks}, **self.records.counters(),
                  heap_trims=heap.trims, heap_trim_ms=round(heap.seconds * 1e3, 1),
                  **(counters.as_dict() if counters else {}))
         return 1 if st.error else 0
@@ -272,8 +273,8 @@ class Service:
                 s.close()
             except Exception as exc:
                 log.error("sink_close_failed", sink=s.name, error=str(exc))
-        for r in self.records:
-            r.close()
+        if self.records is not None:
+            self.records.close()
         if self.heatmaps is not None:
             self.heatmaps.close()
         if self.metrics is not None:

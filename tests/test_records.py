@@ -1,0 +1,111 @@
+"""Board records when the disk is not kind: a partial last line from a crash, a full disk
+(/dev/full gives a real ENOSPC), a SQLite file at its size limit (a real SQLITE_FULL), and the
+service that keeps sending reject signals meanwhile."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from edge_inspect.decision.record_keeper import RecordKeeper
+from edge_inspect.decision.records import JsonlRecords
+from edge_inspect.decision.sqlite_records import SqliteRecords, read_records
+
+from conftest import run_cli
+from test_service_units import verdict
+
+needs_dev_full = pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+
+
+def ids(path: Path) -> list[int]:
+    return [json.loads(x)["board_id"] for x in path.read_text().splitlines()]
+
+
+def test_a_partial_last_line_is_cut_when_the_file_is_opened(tmp_path):
+    path = tmp_path / "boards.jsonl"
+    w = JsonlRecords(path)
+    w.write(verdict(1))
+    w.write(verdict(2))
+    w.close()
+    with open(path, "ab") as f:
+        f.write(b'{"board_id":3,"sour')  # power cut mid-write
+    with capture_logs() as logs:
+        w = JsonlRecords(path)
+    w.write(verdict(3))
+    w.close()
+    assert ids(path) == [1, 2, 3]
+    assert [e["bytes"] for e in logs if e["event"] == "records_partial_line_removed"] == [19]
+
+
+@needs_dev_full
+def test_a_full_disk_keeps_records_in_order_until_it_has_room_again(tmp_path):
+    real, link = tmp_path / "real.jsonl", tmp_path / "boards.jsonl"
+    link.symlink_to("/dev/full")
+    keeper = RecordKeeper([JsonlRecords(link)], backlog=100, retry_s=0.05)
+    with capture_logs() as logs:
+        for i in range(5):
+            keeper.write(verdict(i))  # never raises: the reject signal must still go out
+        assert keeper.counters() == {"record_write_failures": 1, "records_pending": 5, "records_dropped": 0}
+        tmp = tmp_path / "link.tmp"
+        tmp.symlink_to(real)
+        os.replace(tmp, link)  # room again (say, an operator freed space)
+        time.sleep(0.06)
+        keeper.write(verdict(5))
+    assert ids(real) == [0, 1, 2, 3, 4, 5]
+    assert keeper.counters()["records_pending"] == 0
+    events = [e["event"] for e in logs]
+    assert events.count("records_write_failed") == 1 and "records_write_recovered" in events
+    keeper.close()
+
+
+def test_sqlite_at_its_size_limit_drops_oldest_beyond_the_backlog_then_recovers(tmp_path):
+    store = SqliteRecords(tmp_path / "b.sqlite")
+    db = store._db  # noqa: SLF001 - the test caps the real file's size to make SQLite report SQLITE_FULL
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    keeper = RecordKeeper([store], backlog=5, retry_s=0.05)
+    with capture_logs() as logs:
+        for i in range(100):
+            keeper.write(verdict(i))
+        before = len(read_records(tmp_path / "b.sqlite"))  # rows that fitted before the limit
+        assert before < 90 and keeper.failures > 0 and keeper.dropped == 100 - before - 5
+        db.execute("PRAGMA max_page_count = 1000000")
+        time.sleep(0.06)
+        keeper.write(verdict(100))
+    rows = [r["board_id"] for r in read_records(tmp_path / "b.sqlite")]
+    assert rows == list(range(before)) + [96, 97, 98, 99, 100]  # the newest 5 waited; 100 pushed out 95
+    assert keeper.dropped == 101 - before - 5 and keeper.counters()["records_pending"] == 0
+    dropped = [e for e in logs if e["event"] == "record_dropped"]
+    assert dropped[0]["board_id"] == before and "backlog of 5 is full" in dropped[0]["why"]
+    keeper.close()
+
+
+@needs_dev_full
+def test_service_with_a_full_records_disk_still_signals_every_board(tmp_path, tiny_model, small_scan):
+    model, cal = tiny_model(3)
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "boards.jsonl").symlink_to("/dev/full")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"""camera: {{lines_per_frame: 64, line_rate_hz: 20000}}
+source: {{type: replay, path: {small_scan}, speed: max}}
+tiling: {{segmenter: {{min_gap_lines: 8}}}}
+inference: {{backend: {{type: onnxruntime, model: {model}}}}}
+decision: {{calibration: {cal}}}
+output: {{records_dir: {records}}}
+sinks: [{{type: log}}]
+logging: {{format: json}}
+""")
+    r = run_cli("run", "--config", cfg, "--max-seconds", "60")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    signalled = [e["board_id"] for e in ev if e["event"] == "board"]
+    unwritten = [e["record"]["board_id"] for e in ev if e["event"] == "record_unwritten"]
+    stopped = next(e for e in ev if e["event"] == "stopped")
+    assert signalled == unwritten == list(range(1, stopped["boards"] + 1)) and stopped["boards"] >= 6
+    assert stopped["record_write_failures"] >= 1 and stopped["records_pending"] == stopped["boards"]
+    assert sum(e["event"] == "records_write_failed" for e in ev) == 1
