@@ -250,7 +250,8 @@ class RecordsConfig(_Strict):
     jsonl: bool = True
     sqlite: bool = False
     sqlite_path: Path | None = Field(None, description="default: <output.records_dir>/boards.sqlite")
-    retention_days: float | None = Field(90.0, gt=0, description="SQLite rows older than this are pruned; null = keep")
+    retention_days: float | None = Field(90.0, gt=0, description="SQLite rows and rotated JSONL files older than this are deleted; null = keep")
+    jsonl_max_mb: float | None = Field(64.0, gt=0, description="boards.jsonl is rotated at this size; null = never")
     max_rows: int | None = Field(None, ge=1, description="SQLite keeps at most this many newest rows; null = no limit")
     prune_interval_s: float = Field(600.0, gt=0, description="how often retention is applied")
     backlog: int = Field(10_000, ge=1, description="records kept in memory per store while it fails (full disk); oldest dropped, counted, beyond")

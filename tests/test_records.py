@@ -42,6 +42,24 @@ def test_a_partial_last_line_is_cut_when_the_file_is_opened(tmp_path):
     assert [e["bytes"] for e in logs if e["event"] == "records_partial_line_removed"] == [19]
 
 
+def test_jsonl_rotates_at_its_size_and_deletes_rotated_files_past_retention(tmp_path):
+    path = tmp_path / "boards.jsonl"
+    w = JsonlRecords(path, max_bytes=1500, retention_days=1)
+    for i in range(12):
+        w.write(verdict(i))
+    rotated = w.rotated_files()
+    assert w.rotations == len(rotated) >= 2 and all(p.stat().st_size >= 1500 for p in rotated)
+    assert sum((ids(p) for p in [*rotated, path]), []) == list(range(12))  # nothing lost, in order
+    old = rotated[0]
+    os.utime(old, (time.time() - 2 * 86400,) * 2)  # two days old: past retention
+    with capture_logs() as logs:
+        for i in range(12, 24):
+            w.write(verdict(i))
+    w.close()
+    assert not old.exists() and rotated[1].exists()
+    assert sum(e["removed_old"] for e in logs if e["event"] == "records_rotated") == 1
+
+
 @needs_dev_full
 def test_a_full_disk_keeps_records_in_order_until_it_has_room_again(tmp_path):
     real, link = tmp_path / "real.jsonl", tmp_path / "boards.jsonl"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import structlog
@@ -49,10 +50,18 @@ def cut_partial_line(path: Path) -> int:
 
 
 class JsonlRecords:
-    def __init__(self, path: Path) -> None:
+    """Appends records to `path`. With `max_bytes`, a file that reaches it is renamed to
+    `<stem>-<UTC time>.jsonl` and a new one begun; rotated files older than `retention_days`
+    are then deleted, so a service that runs for years does not fill its disk."""
+
+    def __init__(self, path: Path, max_bytes: int | None = None, retention_days: float | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.max_bytes = max_bytes
+        self.retention_days = retention_days
+        self.rotations = 0
         self._fd: int | None = None
+        self._size = 0
         self._open()
 
     def _open(self) -> None:
@@ -60,12 +69,14 @@ class JsonlRecords:
         if cut:
             log.warning("records_partial_line_removed", path=str(self.path), bytes=cut)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
 
     def write(self, v: Verdict) -> None:
         """Raises OSError when the line could not be written whole; the next write reopens."""
         if self._fd is None:
             self._open()
-        data = memoryview(record_line(v))
+        line = record_line(v)
+        data = memoryview(line)
         try:
             while data:
                 data = data[os.write(self._fd, data):]
@@ -74,6 +85,33 @@ class JsonlRecords:
             os.close(self._fd)
             self._fd = None
             raise
+        self._size += len(line)
+        if self.max_bytes is not None and self._size >= self.max_bytes:
+            try:
+                self._rotate()
+            except OSError as exc:  # the record is written; rotation is tried again after the next one
+                log.warning("records_rotate_failed", path=str(self.path), error=str(exc))
+
+    def rotated_files(self) -> list[Path]:
+        """Rotated files, oldest first (their names sort by time)."""
+        return sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"))
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._fd = None
+        now = time.time()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+        target = self.path.with_name(f"{self.path.stem}-{stamp}{self.path.suffix}")
+        os.rename(self.path, target)
+        self.rotations += 1
+        removed = 0
+        if self.retention_days is not None:
+            for old in self.rotated_files():
+                if old.stat().st_mtime < now - self.retention_days * 86400:
+                    old.unlink()
+                    removed += 1
+        log.info("records_rotated", path=str(self.path), to=target.name, bytes=self._size, removed_old=removed)
+        self._open()
 
     def close(self) -> None:
         if self._fd is not None:

@@ -90,7 +90,8 @@ class Service:
         if r.jsonl:
             from edge_inspect.decision.records import JsonlRecords
 
-            stores.append(JsonlRecords(rd / "boards.jsonl"))
+            stores.append(JsonlRecords(rd / "boards.jsonl", r.jsonl_max_mb and int(r.jsonl_max_mb * 2**20),
+                                       r.retention_days))
         if r.sqlite:
             from edge_inspect.decision.sqlite_records import SqliteRecords
 
