@@ -60,11 +60,25 @@ def smaps_rss(pid: int) -> dict[str, int]:
     return out
 
 
-def write_config(work: Path, scan: Path, line_rate: int, heap_trim_s: float, speed: str,
+def viky_cti() -> Path:
+    import genicam  # the camera extra
+
+    return Path(genicam.__file__).parent / "viky.cti"
+
+
+def write_config(work: Path, scan: Path | None, line_rate: int, heap_trim_s: float, speed: str,
                  sqlite: bool) -> Path:
+    """A looping replay of `scan`, or (scan None) viky's simulated camera: RGBa8, 800 px wide,
+    100-line frames, cut into 2048-line boards, the production acquisition path."""
     cfg = work / "soak.yaml"
-    cfg.write_text(f"""camera: {{lines_per_frame: 64, line_rate_hz: {line_rate}}}
-source: {{type: replay, path: {scan}, loop: true, speed: {speed}}}
+    if scan is None:
+        source = (f"camera: {{lines_per_frame: 100, line_rate_hz: {line_rate}}}\n"
+                  f"source: {{cti: [{viky_cti()}], pixel_format: RGBa8, width: 800, line_rate_hz: {line_rate}}}\n"
+                  "tiling: {segmenter: {max_board_lines: 2048}}\n")
+    else:
+        source = (f"camera: {{lines_per_frame: 64, line_rate_hz: {line_rate}}}\n"
+                  f"source: {{type: replay, path: {scan}, loop: true, speed: {speed}}}\n")
+    cfg.write_text(source + f"""\
 inference: {{backend: {{type: onnxruntime, model: {ROOT / 'engines/demo.onnx'}, threads: 1}}}}
 decision: {{calibration: {ROOT / 'calibration/current.yaml'}}}
 output: {{records_dir: {work / 'records'}}}
@@ -86,6 +100,8 @@ def main() -> int:
                     help="max: as fast as the machine scores, for many boards in little time")
     ap.add_argument("--sample-s", type=float, default=5.0)
     ap.add_argument("--no-sqlite", action="store_true", help="JSONL records only")
+    ap.add_argument("--source", choices=["replay", "camera"], default="replay",
+                    help="camera: viky's simulated GenICam camera through harvesters (no scan decoded per pass)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra environment for the service (MALLOC_ARENA_MAX=2, say)")
     ap.add_argument("--smaps-every-s", type=float, default=0.0,
@@ -94,8 +110,8 @@ def main() -> int:
     work = a.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     exe = [sys.executable, "-m", "edge_inspect.cli"]
-    scan = work / "scans" / "scan.png"
-    if not scan.exists():
+    scan = work / "scans" / "scan.png" if a.source == "replay" else None
+    if scan is not None and not scan.exists():
         subprocess.run([*exe, "synth", "--out", str(work / "scans"), "--boards", "30", "--seed", "555"],
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     for old in (work / "records").glob("boards.*"):
@@ -135,7 +151,7 @@ def main() -> int:
     first = min(kb for t, kb in samples if 60 <= t < 120)
     last = min(kb for t, kb in samples if t >= seconds - 60)
     growth = (last - first) / first * 100
-    print(f"exit code {proc.returncode}, {seconds / 60:.0f} min at speed {a.speed}, heap trim every "
+    print(f"exit code {proc.returncode}, {seconds / 60:.0f} min, source {a.source} at speed {a.speed}, heap trim every "
           f"{a.heap_trim_s:g} s, SQLite {'off' if a.no_sqlite else 'on'}, env {' '.join(a.env) or '-'}")
     print(f"boards {boards}, JSONL records {len(ids)}, SQLite rows {len(sql_ids)}, lost {lost}")
     print(f"dropped strips {stopped.get('dropped_strips')}, lines lost {stopped.get('lines_lost')}, "
