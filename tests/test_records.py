@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from edge_inspect.decision.record_keeper import RecordKeeper
 from edge_inspect.decision.records import JsonlRecords
 from edge_inspect.decision.sqlite_records import SqliteRecords, read_records
 
-from conftest import run_cli
+from conftest import ROOT
+from test_service import NotifyListener
 from test_service_units import verdict
 
 needs_dev_full = pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
@@ -109,16 +112,23 @@ def test_service_with_a_full_records_disk_still_signals_every_board(tmp_path, ti
     records.mkdir()
     (records / "boards.jsonl").symlink_to("/dev/full")
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"""camera: {{lines_per_frame: 64, line_rate_hz: 20000}}
-source: {{type: replay, path: {small_scan}, speed: max}}
+    cfg.write_text(f"""camera: {{lines_per_frame: 64, line_rate_hz: 2000}}
+source: {{type: replay, path: {small_scan}, speed: realtime}}
 tiling: {{segmenter: {{min_gap_lines: 8}}}}
 inference: {{backend: {{type: onnxruntime, model: {model}}}}}
 decision: {{calibration: {cal}}}
 output: {{records_dir: {records}}}
 sinks: [{{type: log}}]
+service: {{status_interval_s: 0.2}}
 logging: {{format: json}}
 """)
-    r = run_cli("run", "--config", cfg, "--max-seconds", "60")
+    notify = NotifyListener(abstract=True)
+    try:
+        r = subprocess.run([sys.executable, "-m", "edge_inspect.cli", "run", "--config", str(cfg),
+                            "--max-seconds", "60"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, NOTIFY_SOCKET=notify.name))
+    finally:
+        notify.close()
     assert r.returncode == 0, r.stderr[-3000:]
     ev = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
     signalled = [e["board_id"] for e in ev if e["event"] == "board"]
@@ -127,3 +137,5 @@ logging: {{format: json}}
     assert signalled == unwritten == list(range(1, stopped["boards"] + 1)) and stopped["boards"] >= 6
     assert stopped["record_write_failures"] >= 1 and stopped["records_pending"] == stopped["boards"]
     assert sum(e["event"] == "records_write_failed" for e in ev) == 1
+    # what `systemctl status` shows says so
+    assert any(m.startswith("STATUS=") and "RECORDS FAILING" in m for _, m in notify.messages), notify.messages[-5:]

@@ -219,6 +219,8 @@ class Service:
         st = self.pipeline.stats
         text = (f"{st.boards} boards ({boards_per_s:.2f}/s), {st.rejects} rejects, {st.incomplete} incomplete, "
                 f"{st.frames} frames, {st.dropped_strips} dropped strips, calibration {self.cal.version}")
+        if self.records is not None and self.records.pending:
+            text += f", RECORDS FAILING ({self.records.pending} waiting)"
         if self.drift is not None and self.drift.alarm:
             d = self.drift
             text += f", DRIFT ratio {d.ratio:.3f}" + (f" distance {d.distance:.2f}" if d.distance is not None else "")
