@@ -149,7 +149,7 @@ def main() -> int:
     expected = list(range(1, boards + 1))
     lost = len(set(expected) - set(ids)) + len(set(expected) - set(sql_ids))
     first = min(kb for t, kb in samples if 60 <= t < 120)
-    last = min(kb for t, kb in samples if t >= seconds - 60)
+    last = min(kb for t, kb in samples if seconds - 60 <= t < seconds)  # not while it stops
     growth = (last - first) / first * 100
     print(f"exit code {proc.returncode}, {seconds / 60:.0f} min, source {a.source} at speed {a.speed}, heap trim every "
           f"{a.heap_trim_s:g} s, SQLite {'off' if a.no_sqlite else 'on'}, env {' '.join(a.env) or '-'}")
@@ -162,7 +162,7 @@ def main() -> int:
           f"{growth:+.2f} % (target < 2 %), peak {max(kb for _, kb in samples) / 1024:.1f} MiB")
     lows = {}
     for t, kb in samples:
-        if t < 5:
+        if t < 5 or t >= seconds:
             continue
         lows[int(t // 300)] = min(kb, lows.get(int(t // 300), kb))
     print("RSS lowest per 5 min (MiB):", " ".join(f"{lows[k] / 1024:.1f}" for k in sorted(lows)))
