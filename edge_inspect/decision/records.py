@@ -19,14 +19,15 @@ log = structlog.get_logger(__name__)
 _TAIL = 1 << 16  # a record is a few hundred bytes; a partial line is shorter than this
 
 
-def _clean(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or infinity: a score that is not a number is written as null."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def record_dict(v: Verdict) -> dict:
     """The record as JSON-safe values (a non-finite score becomes null)."""
     rec = v.to_record()
-    rec["score"] = _clean(rec["score"])
+    rec["score"] = finite_or_none(rec["score"])
     return rec
 
 

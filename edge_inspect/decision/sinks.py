@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import math
 import select
 import socket
 import threading
@@ -20,6 +19,7 @@ import structlog
 
 from edge_inspect.config import Config, GenicamOutputSinkConfig, LogSinkConfig, SinkConfig, TcpSinkConfig
 from edge_inspect.decision.aggregator import Verdict
+from edge_inspect.decision.records import finite_or_none
 from edge_inspect.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -39,8 +39,7 @@ class Sink(Protocol):
 
 def verdict_message(v: Verdict) -> dict:
     """The reject-signal message: what a PLC needs to act on one board."""
-    score = v.score if isinstance(v.score, float) and math.isfinite(v.score) else None
-    return {"board_id": v.board_id, "verdict": v.verdict, "reasons": v.reasons, "score": score,
+    return {"board_id": v.board_id, "verdict": v.verdict, "reasons": v.reasons, "score": finite_or_none(v.score),
             "incomplete": v.incomplete, "start_line": v.start_line, "end_line": v.end_line,
             "t_first_line_ns": v.t_first_line_ns, "t_verdict_ns": v.t_verdict_ns}
 

@@ -7,7 +7,6 @@ commits, never corrupt the file)."""
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from edge_inspect.decision.aggregator import Verdict
+from edge_inspect.decision.records import record_dict
 
 log = structlog.get_logger(__name__)
 
@@ -47,9 +47,7 @@ class SqliteRecords:
         self._next_prune = time.monotonic()  # prune once at start
 
     def write(self, v: Verdict) -> None:
-        rec = v.to_record()
-        if isinstance(rec["score"], float) and not math.isfinite(rec["score"]):
-            rec["score"] = None
+        rec = record_dict(v)
         rec["reasons"] = json.dumps(rec["reasons"])
         rec["defects"] = json.dumps(rec["defects"])
         rec["incomplete"] = int(rec["incomplete"])

@@ -15,6 +15,9 @@ log = structlog.get_logger(__name__)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+_RECORD_DOCS = {"record_write_failures": "failed writes to a record store (full disk, I/O error)",
+                "records_pending": "records waiting for a failing store",
+                "records_dropped": "records a failing store never got (its backlog was full)"}
 _SINK_GAUGES = {"queued", "unacked"}  # levels; every other sink counter only grows
 
 
@@ -67,12 +70,9 @@ class _PipelineCollector:
         yield from _sink_families(self._svc.sinks)
         keeper = self._svc.records
         if keeper is not None:
-            docs = {"record_write_failures": "failed writes to a record store (full disk, I/O error)",
-                    "records_pending": "records waiting for a failing store",
-                    "records_dropped": "records a failing store never got (its backlog was full)"}
             for key, value in keeper.counters().items():
                 kind = GaugeMetricFamily if key == "records_pending" else CounterMetricFamily
-                fam = kind(f"edge_inspect_{key}", docs[key])
+                fam = kind(f"edge_inspect_{key}", _RECORD_DOCS[key])
                 fam.add_metric([], float(value))
                 yield fam
         g = GaugeMetricFamily("edge_inspect_queue_depth", "items waiting in front of a stage", labels=["queue"])
