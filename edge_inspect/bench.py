@@ -13,7 +13,11 @@ from typing import Iterator
 import numpy as np
 
 from edge_inspect.config import Config
-from edge_inspect.decision.calibration import Calibration, check_against_model, load_calibration
+from edge_inspect.decision.calibration_file import (
+    Calibration,
+    check_against_model,
+    load_calibration,
+)
 from edge_inspect.errors import ConfigError
 from edge_inspect.inference.registry import create_backend
 
@@ -62,7 +66,10 @@ def run_bench(cfg: Config, scan: Path | None, seconds: float, rounds: int = 3) -
 
     with tempfile.TemporaryDirectory() as tmp:
         if scan is None:
-            from edge_inspect.acquisition.synthetic import SynthSpec, write_synthetic_scans
+            from edge_inspect.acquisition.synthetic import (
+                SynthSpec,
+                write_synthetic_scans,
+            )
 
             write_synthetic_scans(Path(tmp), SynthSpec(boards=30, seed=123))
             scan = Path(tmp) / "scan.png"

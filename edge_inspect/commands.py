@@ -37,7 +37,10 @@ def _board_line(v) -> str:
 
 def _model_and_calibration(cfg: Config):
     """The backend and the calibration that belongs to it, or a clear refusal."""
-    from edge_inspect.decision.calibration import check_against_model, load_calibration
+    from edge_inspect.decision.calibration_file import (
+        check_against_model,
+        load_calibration,
+    )
     from edge_inspect.inference.registry import create_backend
 
     cal = load_calibration(cfg.decision.calibration)
@@ -64,11 +67,15 @@ def _until_stopped(body, stop, max_seconds: float | None = None):
 
 def replay(args: argparse.Namespace) -> int:
     from edge_inspect.acquisition.factory import open_scan
+    from edge_inspect.acquisition.ground_truth import (
+        compare,
+        load_truth,
+        truth_path_for,
+    )
     from edge_inspect.acquisition.recording import is_recording
     from edge_inspect.acquisition.replay import scan_files
-    from edge_inspect.decision.records import JsonlRecords
-    from edge_inspect.decision.truth import compare, load_truth, truth_path_for
     from edge_inspect.pipeline import Pipeline
+    from edge_inspect.records.jsonl import JsonlRecords
 
     cfg = _setup(args)
     for scan in args.scans:  # every path checked before any work starts
@@ -170,13 +177,13 @@ def train(args: argparse.Namespace) -> int:
         from edge_inspect.training.loop import train as run_training
     except ImportError as exc:
         raise InputDataError(f"training needs the train extra (pip install 'edge-inspect[train]'): {exc}") from None
-    from edge_inspect.training.contamination import record_contamination
-    from edge_inspect.training.data import training_contamination, training_tiles
+    from edge_inspect.datasets.contamination import record_contamination
+    from edge_inspect.datasets.sources import training_contamination, training_tiles
 
     if getattr(args, "contaminate", None) is not None:  # the flag overrides training.contaminate
         from pydantic import ValidationError
 
-        from edge_inspect.training.config import TrainingConfig
+        from edge_inspect.training_config import TrainingConfig
         try:
             tc = TrainingConfig.model_validate({**cfg.training.model_dump(), "contaminate": args.contaminate})
         except ValidationError as exc:
@@ -202,7 +209,7 @@ def export(args: argparse.Namespace) -> int:
     manifest = export_onnx(args.model, args.out, fp16=args.fp16)
     _out(f"wrote {args.out} (sha256 {manifest['sha256'][:12]})")
     if args.calibration is not None:
-        from edge_inspect.decision.initial import write_initial_calibration
+        from edge_inspect.recalibration.initial import write_initial_calibration
 
         score = args.score or manifest.get("decision_score") or "residual_max"
         cal = write_initial_calibration(args.model.parent / "validation_scores.npz", score,
@@ -223,15 +230,26 @@ def bench(args: argparse.Namespace) -> int:
 def calibrate(args: argparse.Namespace) -> int:
     """Operator recalibration: propose a threshold from recent good boards, show what it does,
     apply it only when confirmed; or roll back to the previous one."""
-    from edge_inspect.calibration.apply import apply_calibration, new_version, notify_service, rollback
-    from edge_inspect.calibration.proposal import build_proposal, summary_lines
-    from edge_inspect.calibration.report import write_report
-    from edge_inspect.calibration.scoring import (
-        check_records_model, provisional_calibration, resolve_scan, score_scan,
+    from edge_inspect.decision.calibration_file import (
+        BoardRule,
+        load_calibration,
+        write_calibration,
     )
-    from edge_inspect.decision.calibration import BoardRule, load_calibration
-    from edge_inspect.decision.initial import write_yaml_atomic
     from edge_inspect.inference.registry import create_backend
+    from edge_inspect.recalibration.apply import (
+        apply_calibration,
+        new_version,
+        notify_service,
+        rollback,
+    )
+    from edge_inspect.recalibration.proposal import build_proposal, summary_lines
+    from edge_inspect.recalibration.report import write_report
+    from edge_inspect.recalibration.scoring import (
+        check_records_model,
+        checked_scan,
+        provisional_calibration,
+        score_scan,
+    )
 
     cfg = _setup(args)
     current_path = cfg.decision.calibration
@@ -254,8 +272,8 @@ def calibrate(args: argparse.Namespace) -> int:
     if not 0 < args.target_frr < 1:
         sys.stderr.write(f"edge-inspect calibrate: error: --target-frr must be between 0 and 1, got {args.target_frr}\n")
         return 2
-    good = [resolve_scan(s) for s in args.scans]  # every path checked before any work starts
-    defect = [resolve_scan(s) for s in args.defect_scans or []]
+    good = [checked_scan(s) for s in args.scans]  # every path checked before any work starts
+    defect = [checked_scan(s) for s in args.defect_scans or []]
     current = load_calibration(current_path) if current_path.exists() else None
     backend = create_backend(cfg.inference.backend)
     try:
@@ -276,7 +294,7 @@ def calibrate(args: argparse.Namespace) -> int:
     cal = proposal.calibration
     report_dir = args.report or current_path.parent / "reports" / cal.version
     page = write_report(proposal, report_dir)
-    write_yaml_atomic(report_dir / "proposed.yaml", cal.model_dump(mode="json"))
+    write_calibration(report_dir / "proposed.yaml", cal)
     for line in summary_lines(proposal):
         _out(line)
     _out(f"Report: {page}")

@@ -6,10 +6,17 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge_inspect.errors import ConfigError
-from edge_inspect.training.config import TrainingConfig
+from edge_inspect.training_config import TrainingConfig
 
 
 class _Strict(BaseModel):

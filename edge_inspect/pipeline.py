@@ -15,7 +15,7 @@ import structlog
 from edge_inspect.acquisition.base import FrameSource
 from edge_inspect.config import Config
 from edge_inspect.decision.aggregator import BoardAggregator, Verdict
-from edge_inspect.decision.calibration import Calibration
+from edge_inspect.decision.calibration_file import Calibration
 from edge_inspect.errors import EdgeInspectError, InputDataError
 from edge_inspect.inference.base import Backend
 from edge_inspect.inference.ring import RingClosed, TileRing

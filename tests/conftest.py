@@ -51,10 +51,10 @@ def tiny_model(tmp_path_factory):
     pytest.importorskip("torch")
     import numpy as np
 
-    from edge_inspect.decision.initial import write_initial_calibration
     from edge_inspect.export.onnx_export import export_onnx
-    from edge_inspect.training.config import TrainingConfig
+    from edge_inspect.recalibration.initial import write_initial_calibration
     from edge_inspect.training.loop import train
+    from edge_inspect.training_config import TrainingConfig
 
     made: dict[int, tuple[Path, Path]] = {}
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 
 from edge_inspect.decision.aggregator import BoardAggregator
-from edge_inspect.decision.calibration import BoardRule, Calibration
+from edge_inspect.decision.calibration_file import BoardRule, Calibration
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TileMeta
 
 

@@ -15,21 +15,30 @@ import numpy as np
 import pytest
 import structlog
 import yaml
+from conftest import DEMO_CAL, DEMO_MODEL, ROOT
 
 from edge_inspect import cli
 from edge_inspect.acquisition.synthetic import SynthSpec, write_synthetic_scans
-from edge_inspect.calibration import apply as apply_mod
-from edge_inspect.calibration.thresholds import (
-    allowed_exceedances, binom_cdf, board_statistic, clopper_pearson_upper, find_outliers,
-    min_good_boards, pick_threshold,
-)
-from edge_inspect.decision.aggregator import BoardAggregator
 from edge_inspect.config import DriftConfig
-from edge_inspect.decision.calibration import BoardRule, Calibration, load_calibration
-from edge_inspect.decision.drift import DriftMonitor
+from edge_inspect.decision.aggregator import BoardAggregator
+from edge_inspect.decision.calibration_file import (
+    BoardRule,
+    Calibration,
+    load_calibration,
+    write_calibration,
+)
+from edge_inspect.monitoring.drift import DriftMonitor
+from edge_inspect.recalibration import apply as apply_mod
+from edge_inspect.recalibration.thresholds import (
+    allowed_exceedances,
+    binom_cdf,
+    board_statistic,
+    clopper_pearson_upper,
+    find_outliers,
+    min_good_boards,
+    pick_threshold,
+)
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TileMeta
-
-from conftest import DEMO_CAL, DEMO_MODEL, ROOT
 
 # ---------------------------------------------------------------------------- statistics
 
@@ -134,7 +143,7 @@ def _cal(version: str, thr: float, model: str = "ab" * 32) -> Calibration:
 
 def test_apply_keeps_history_and_rollback_restores(tmp_path):
     current = tmp_path / "current.yaml"
-    apply_mod.write_yaml_atomic(current, _cal("20260101T000000Z", 0.5).model_dump(mode="json"))
+    write_calibration(current, _cal("20260101T000000Z", 0.5))
     apply_mod.apply_calibration(_cal("20260102T000000Z", 0.6), current)
     assert sorted(p.name for p in (tmp_path / "history").iterdir()) == [
         "20260101T000000Z.yaml", "20260102T000000Z.yaml"]
@@ -153,7 +162,7 @@ def test_apply_keeps_history_and_rollback_restores(tmp_path):
 @pytest.mark.parametrize("fail", ["replace", "write"])
 def test_interrupted_apply_leaves_current_byte_identical(tmp_path, monkeypatch, fail):
     current = tmp_path / "current.yaml"
-    apply_mod.write_yaml_atomic(current, _cal("20260101T000000Z", 0.5).model_dump(mode="json"))
+    write_calibration(current, _cal("20260101T000000Z", 0.5))
     before = current.read_bytes()
     if fail == "replace":
         real = os.replace
@@ -164,14 +173,14 @@ def test_interrupted_apply_leaves_current_byte_identical(tmp_path, monkeypatch, 
             return real(src, dst)
         monkeypatch.setattr(os, "replace", replace)
     else:
-        real_dump = yaml.safe_dump
+        real_fsync = os.fsync
 
-        def dump(data, f, **kw):
-            if Path(f.name).name == f".{current.name}.tmp":
-                f.write("version: half-writ")
+        def fsync(fd):  # the temp file is half written when the disk fills
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(f".{current.name}.tmp"):
+                os.write(fd, b"version: half-writ")
                 raise OSError("disk full")
-            return real_dump(data, f, **kw)
-        monkeypatch.setattr(yaml, "safe_dump", dump)
+            return real_fsync(fd)
+        monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(OSError):
         apply_mod.apply_calibration(_cal("20260102T000000Z", 0.6), current)
     assert current.read_bytes() == before

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DEMO_CAL, DEMO_MODEL, run_cli
 
 

@@ -35,6 +35,20 @@ def test_auroc_hand_values() -> None:
         auroc([1, 1], [0.1, 0.2])
 
 
+def test_auroc_matches_scikit_learn_with_ties() -> None:
+    """The project's one AUROC (evaluation, parity, quality benchmark) against scikit-learn's
+    roc_auc_score, on random scores with many ties and on the parity gate's tie case."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn (dev extra) not installed")
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        n = int(rng.integers(2, 300))
+        labels = rng.integers(0, 2, n)
+        labels[:2] = [0, 1]
+        scores = np.round(rng.normal(labels * rng.uniform(0, 2), 1.0), int(rng.integers(0, 3)))
+        assert auroc(labels, scores) == pytest.approx(sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12)
+    assert auroc([0, 0, 1, 1], [0.1, 0.5, 0.5, 0.3]) == pytest.approx(2.5 / 4)
+
+
 def test_average_precision_hand_values() -> None:
     # ranked: 0.8 (1), 0.4 (0), 0.35 (1), 0.1 (0): AP = 0.5*1 + 0.5*(2/3)
     assert average_precision([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.5 + 1 / 3)
@@ -207,7 +221,7 @@ def test_evaluate_end_to_end(contaminated_model: Path, mvtec: Path, tmp_path: Pa
 
 @pytest.mark.train
 def test_contamination_is_training_only_and_seeded(contaminated_model: Path, mvtec: Path) -> None:
-    from edge_inspect.training.contamination import pick_contamination
+    from edge_inspect.datasets.contamination import pick_contamination
 
     ckpt = contaminated_model.parent
     contam = json.loads((ckpt / "contamination.json").read_text())
@@ -228,10 +242,10 @@ def test_contamination_is_training_only_and_seeded(contaminated_model: Path, mvt
 
 @pytest.mark.train
 def test_evaluate_tile_mode_stitches_maps(tile_model: Path, mvtec: Path, tmp_path: Path) -> None:
+    from edge_inspect.datasets.images import read_image
     from edge_inspect.evaluation.evaluate import evaluate, image_view, stitch
+    from edge_inspect.models.checkpoint import load_checkpoint
     from edge_inspect.models.scoring import score_tiles
-    from edge_inspect.training.datasets import read_image
-    from edge_inspect.training.loop import load_checkpoint
 
     rep = evaluate(tile_model, mvtec, batch_size=3)  # 3 does not divide 4 tiles/image: batches span images
     doc = rep.doc

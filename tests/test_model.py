@@ -12,12 +12,15 @@ torch = pytest.importorskip("torch")
 
 import cv2  # noqa: E402
 
+from edge_inspect.datasets.mvtec import mvtec_good_tiles  # noqa: E402
+from edge_inspect.datasets.tiles import split_train_val  # noqa: E402
 from edge_inspect.errors import InputDataError  # noqa: E402
 from edge_inspect.inference.manifest import sha256_file  # noqa: E402
-from edge_inspect.models import SCORE_NAMES, NetD, NetG, score_tiles  # noqa: E402
-from edge_inspect.training.config import TrainingConfig  # noqa: E402
-from edge_inspect.training.datasets import mvtec_good_tiles, split_train_val  # noqa: E402
-from edge_inspect.training.loop import build_scoring_model, load_checkpoint, train  # noqa: E402
+from edge_inspect.models.checkpoint import build_scoring_model, load_checkpoint  # noqa: E402
+from edge_inspect.models.ganomaly import NetD, NetG  # noqa: E402
+from edge_inspect.models.scoring import SCORE_NAMES, score_tiles  # noqa: E402
+from edge_inspect.training.loop import train  # noqa: E402
+from edge_inspect.training_config import TrainingConfig  # noqa: E402
 
 pytestmark = pytest.mark.train
 

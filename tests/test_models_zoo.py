@@ -12,12 +12,19 @@ torch = pytest.importorskip("torch")
 
 from edge_inspect.errors import InputDataError  # noqa: E402
 from edge_inspect.models.blocks import ASPP, SelfAttention  # noqa: E402
+from edge_inspect.models.checkpoint import build_scoring_model, load_checkpoint  # noqa: E402
 from edge_inspect.models.registry import build_nets  # noqa: E402
-from edge_inspect.models.scoring import ALL_SCORES, SCORE_NAMES, ScoringModel, map_tiles, score_tiles  # noqa: E402
+from edge_inspect.models.scoring import (  # noqa: E402
+    ALL_SCORES,
+    SCORE_NAMES,
+    ScoringModel,
+    map_tiles,
+    score_tiles,
+)
 from edge_inspect.models.skip import SkipGenerator, default_attention_blocks  # noqa: E402
 from edge_inspect.training.augment import mse_augment  # noqa: E402
-from edge_inspect.training.config import TrainingConfig  # noqa: E402
-from edge_inspect.training.loop import build_scoring_model, load_checkpoint, train  # noqa: E402
+from edge_inspect.training.loop import train  # noqa: E402
+from edge_inspect.training_config import TrainingConfig  # noqa: E402
 
 pytestmark = pytest.mark.train
 

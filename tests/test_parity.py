@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import DEMO_MODEL, run_cli
 
-from edge_inspect.export.parity import auroc, average_ranks, compare, spearman
+from edge_inspect.export.parity import average_ranks, compare, spearman
 
 
 def test_average_ranks_share_ties() -> None:
@@ -25,15 +25,6 @@ def test_spearman_with_ties_matches_pearson_of_ranks() -> None:
     assert spearman(a, a * 10 + 3) == pytest.approx(1.0)
     assert spearman(a, -a) == pytest.approx(-1.0)
     assert np.isnan(spearman(a, np.ones(5)))
-
-
-def test_auroc_counts_ties_as_half() -> None:
-    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
-    assert auroc(np.ones(4), np.array([0, 1, 0, 1])) == 0.5
-    # pairs (pos, neg): (0.5 vs 0.1) win, (0.5 vs 0.5) tie, (0.3 vs 0.1) win, (0.3 vs 0.5) loss
-    assert auroc(np.array([0.1, 0.5, 0.5, 0.3]), np.array([0, 0, 1, 1])) == pytest.approx(2.5 / 4)
-    with pytest.raises(ValueError, match="both good"):
-        auroc(np.ones(3), np.zeros(3))
 
 
 def test_gate_fails_on_rank_or_auroc_drift() -> None:

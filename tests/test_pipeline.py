@@ -6,14 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ROOT, run_cli
 
+from edge_inspect.acquisition.ground_truth import compare
 from edge_inspect.acquisition.replay import ReplaySource
-from edge_inspect.decision.calibration import load_calibration
-from edge_inspect.decision.truth import compare
+from edge_inspect.decision.calibration_file import load_calibration
 from edge_inspect.inference.registry import create_backend
 from edge_inspect.pipeline import Pipeline
-
-from conftest import ROOT, run_cli
 
 RECORD_FIELDS = {"board_id", "source", "start_line", "end_line", "width", "n_tiles", "score", "verdict",
                  "reasons", "defects", "incomplete", "t_first_line_ns", "t_verdict_ns", "model", "calibration"}

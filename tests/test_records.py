@@ -12,15 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
-
-from edge_inspect.decision.record_keeper import RecordKeeper
-from edge_inspect.decision.records import JsonlRecords
-from edge_inspect.decision.sqlite_records import SqliteRecords, read_records
-
 from conftest import ROOT
+from structlog.testing import capture_logs
 from test_service import NotifyListener
 from test_service_units import verdict
+
+from edge_inspect.records.jsonl import JsonlRecords
+from edge_inspect.records.keeper import RecordKeeper
+from edge_inspect.records.sqlite import SqliteRecords, read_records
 
 needs_dev_full = pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
 

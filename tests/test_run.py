@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, run_cli
 
 from edge_inspect.acquisition.recording import Recorder, RecordingSource
 from edge_inspect.config import CameraSourceConfig, TilingConfig
 from edge_inspect.tiling.events import TilesCut
 from edge_inspect.tiling.tiler import Tiler
-
-from conftest import ROOT, run_cli
 
 genicam = pytest.importorskip("genicam", reason="camera extra (genicam) not installed")
 pytest.importorskip("harvesters", reason="camera extra (harvesters) not installed")
@@ -162,7 +161,7 @@ def test_camera_vanishing_under_a_running_pipeline(tmp_path, tiny_model, demo_cf
     runs: the source reconnects, the board in flight is rejected as incomplete, inspection goes
     on, and the process never stops."""
     from edge_inspect.acquisition.genicam import GenicamSource
-    from edge_inspect.decision.calibration import load_calibration
+    from edge_inspect.decision.calibration_file import load_calibration
     from edge_inspect.inference.registry import create_backend
     from edge_inspect.pipeline import Pipeline
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
-from edge_inspect.decision.initial import write_yaml_atomic
-from edge_inspect.decision.sqlite_records import read_records
+from edge_inspect.atomic import write_atomic
+from edge_inspect.records.sqlite import read_records
 
 
 class NotifyListener:
@@ -213,7 +212,7 @@ heatmaps: {{enabled: true, max_bytes: 150000, max_width: 128}}
         # SIGHUP with new calibration content: later records carry the new version
         data = yaml.safe_load(cal_path.read_text())
         data["version"] = "reloaded-v2"
-        write_yaml_atomic(cal_path, data)
+        write_atomic(cal_path, yaml.safe_dump(data, sort_keys=False))
         proc.send_signal(signal.SIGHUP)
         wait_event(err, "reloaded")
         time.sleep(1.5)

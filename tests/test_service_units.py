@@ -13,25 +13,29 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import DEMO_CAL, DEMO_MODEL
 from structlog.testing import capture_logs
 
 from edge_inspect.acquisition.replay import ReplaySource
-from edge_inspect.config import Config, DriftConfig, OnnxRuntimeBackendConfig, TcpSinkConfig
-from edge_inspect.decision.aggregator import Verdict
-from edge_inspect.decision.calibration import load_calibration
-from edge_inspect.decision.drift import DriftMonitor, ks_distance
-from edge_inspect.decision.heatmaps import HeatmapWriter, render_overlay
-from edge_inspect.decision.sinks import TcpSink
-from edge_inspect.decision.sqlite_records import SqliteRecords, read_records
+from edge_inspect.config import (
+    Config,
+    DriftConfig,
+    OnnxRuntimeBackendConfig,
+    TcpSinkConfig,
+)
+from edge_inspect.decision.calibration_file import load_calibration
+from edge_inspect.decision.verdict import Verdict
 from edge_inspect.inference.base import warm_up
 from edge_inspect.inference.registry import create_backend
+from edge_inspect.monitoring.drift import DriftMonitor, ks_distance
+from edge_inspect.monitoring.heatmaps import HeatmapWriter, render_overlay
+from edge_inspect.outputs.tcp import TcpSink
 from edge_inspect.pipeline import Pipeline, _Thumbnails
+from edge_inspect.records.sqlite import SqliteRecords, read_records
 from edge_inspect.service.heap import HeapTrimmer
 from edge_inspect.service.notify import Notifier
 from edge_inspect.service.watchdog import StallMonitor
 from edge_inspect.tiling.events import TileMeta
-
-from conftest import DEMO_CAL, DEMO_MODEL
 
 
 def verdict(i: int, verdict: str = "accept", score: float = 0.1, **kw) -> Verdict:
@@ -192,7 +196,7 @@ def test_drift_alarm_on_shifted_good_scores():
 
 
 def load_calibration_stub(threshold: float, good_scores: list[float] | None = None):
-    from edge_inspect.decision.calibration import Calibration
+    from edge_inspect.decision.calibration_file import Calibration
 
     return Calibration(version="v", created="now", score="s", tile_threshold=threshold, good_scores=good_scores)
 

@@ -18,7 +18,7 @@ chunk_000001.npz         lines      uint8 [n, N, W, C]  the frames, in order
 
 - A chunk holds up to `record.max_file_frames` frames. Frames are streamed to
   `chunk_NNNNNN.npz.part` as they arrive (memory stays flat whatever the chunk size); when the
-  chunk is full, or at close, the .npz is assembled as `chunk_NNNNNN.npz.tmp`, fsynced and
+  chunk is full, or at close, the .npz is assembled as `.chunk_NNNNNN.npz.tmp`, fsynced and
   renamed, so a chunk file is either complete or absent. `.part`/`.tmp` files are leftovers of an
   interrupted recording and are ignored when reading.
 - Disk budget: after each chunk, the oldest chunk files are removed until the folder's chunks
@@ -32,7 +32,6 @@ chunk_000001.npz         lines      uint8 [n, N, W, C]  the frames, in order
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import threading
@@ -46,6 +45,7 @@ import numpy as np
 import structlog
 
 from edge_inspect.acquisition.base import Strip
+from edge_inspect.atomic import atomic_path, write_atomic
 from edge_inspect.errors import InputDataError
 
 log = structlog.get_logger(__name__)
@@ -79,13 +79,7 @@ def _chunk_files(folder: Path) -> list[tuple[int, Path]]:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 class Recorder:
@@ -171,19 +165,16 @@ class Recorder:
         part = self._part_path()
         self._part = None
         final = self.out / chunk_name(self._index)
-        tmp = final.with_name(final.name + ".tmp")
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
                   "shape": (n, *self.frame_shape)}
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with atomic_path(final) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED,
+                                                        allowZip64=True) as zf:
             with zf.open("lines.npy", "w", force_zip64=True) as f, open(part, "rb") as src:
                 np.lib.format.write_array_header_1_0(f, header)
                 shutil.copyfileobj(src, f, 1 << 20)
             for key in _ARRAYS[1:]:
                 with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asarray(self._meta_small[key], np.int64))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
         part.unlink()
         self.chunks_written += 1
         log.debug("recording_chunk_written", file=final.name, frames=n)

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import structlog
 
+from edge_inspect.atomic import write_atomic
 from edge_inspect.errors import InputDataError
 
 log = structlog.get_logger(__name__)
@@ -525,9 +526,7 @@ def write_synthetic_scans(out: Path, spec: SynthSpec, fmt: str = "image", lines_
 
     _imwrite(out / "mask.png", mask)
     gt_path = out / "ground_truth.json"
-    tmp = gt_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(gt, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(gt_path)
+    write_atomic(gt_path, json.dumps(gt, indent=2) + "\n")
     log.info(
         "synthetic scan written",
         out=str(out),

@@ -6,44 +6,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
-from edge_inspect.decision.calibration import Calibration
+from edge_inspect.decision.board_rule import apply_board_rule
+from edge_inspect.decision.calibration_file import Calibration
+from edge_inspect.decision.verdict import Verdict
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TileMeta
-
-
-@dataclass(slots=True)
-class Verdict:
-    """One board's decision; `to_record` gives the design's board-record fields. The tile
-    scores and positions ride along for calibration and heatmaps, not for the record."""
-
-    board_id: int
-    source: str
-    start_line: int
-    end_line: int
-    width: int
-    n_tiles: int
-    score: float
-    verdict: str
-    reasons: list[str]
-    defects: list[dict]
-    incomplete: bool
-    t_first_line_ns: int
-    t_verdict_ns: int
-    model: str
-    calibration: str
-    tile_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
-    tile_metas: list[TileMeta] = field(default_factory=list, repr=False)
-
-    def to_record(self) -> dict:
-        return {
-            "board_id": self.board_id, "source": self.source, "start_line": self.start_line,
-            "end_line": self.end_line, "width": self.width, "n_tiles": self.n_tiles,
-            "score": self.score, "verdict": self.verdict, "reasons": self.reasons,
-            "defects": self.defects, "incomplete": self.incomplete,
-            "t_first_line_ns": self.t_first_line_ns, "t_verdict_ns": self.t_verdict_ns,
-            "model": self.model, "calibration": self.calibration,
-        }
 
 
 @dataclass(slots=True)
@@ -113,30 +82,14 @@ class BoardAggregator:
     def open_boards(self) -> int:
         return len(self._boards)
 
+    def open_board_ids(self) -> set[int]:
+        """Boards begun and not yet decided (their scores so far came from the current model)."""
+        return set(self._boards)
+
     def _decide(self, bid: int, ev: BoardEnded, extra_reason: str | None = None) -> Verdict:
         b = self._boards.pop(bid)
         scores = np.concatenate(b.scores) if b.scores else np.zeros(0, np.float32)
-        thr = self.cal.tile_threshold
-        rule = self.cal.board_rule
-        over = scores > thr
-        if scores.size == 0:
-            board_score = float("nan")
-        elif rule.type == "max":
-            board_score = float(scores.max())
-        elif rule.type == "topk_mean":
-            k = min(rule.k, scores.size)
-            board_score = float(np.partition(scores, scores.size - k)[-k:].mean())
-        else:
-            board_score = float(over.sum())
-        reasons: list[str] = []
-        if rule.type == "count":
-            bad = board_score >= rule.min_count
-            if bad:
-                reasons.append(f"{int(board_score)} tiles over {thr:.4g} (rule: count >= {rule.min_count})")
-        else:
-            bad = scores.size > 0 and board_score > thr
-            if bad:
-                reasons.append(f"{self.cal.score} {board_score:.4g} > {thr:.4g} ({rule.type}; {int(over.sum())} tiles over)")
+        board_score, bad, reasons = apply_board_rule(scores, self.cal)
         incomplete = ev.incomplete or b.n_scored < ev.n_tiles
         if incomplete:
             why = extra_reason or ev.reason
@@ -149,7 +102,7 @@ class BoardAggregator:
         return Verdict(
             board_id=bid, source=self.source, start_line=ev.start_line, end_line=ev.end_line,
             width=ev.width, n_tiles=int(scores.size), score=board_score, verdict=verdict,
-            reasons=reasons, defects=self._regions(b.metas, scores, over),
+            reasons=reasons, defects=self._regions(b.metas, scores, scores > self.cal.tile_threshold),
             incomplete=incomplete, t_first_line_ns=b.t_first_ns, t_verdict_ns=time.monotonic_ns(),
             model=self.model, calibration=self.cal.version, tile_scores=scores, tile_metas=b.metas,
         )
@@ -157,29 +110,24 @@ class BoardAggregator:
     def _regions(self, metas: list[TileMeta], scores: np.ndarray, over: np.ndarray) -> list[dict]:
         """Tiles over the threshold grouped into 8-connected regions on the tile grid, each as
         a box in board pixels (y from the board's first line) with its peak score."""
-        hot = {(metas[i].row, metas[i].col): i for i in np.flatnonzero(over)}
-        seen: set[tuple[int, int]] = set()
-        regions = []
+        hot = np.flatnonzero(over)
+        if not hot.size:
+            return []
+        rows = np.array([metas[i].row for i in hot])
+        cols = np.array([metas[i].col for i in hot])
+        grid = np.zeros((rows.max() + 1, cols.max() + 1), np.uint8)
+        grid[rows, cols] = 1
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(grid, connectivity=8)
+        region_of = labels[rows, cols]
         t = self.tile_size
-        for cell in sorted(hot):
-            if cell in seen:
-                continue
-            stack, members = [cell], []
-            seen.add(cell)
-            while stack:
-                r, c = stack.pop()
-                members.append(hot[(r, c)])
-                for dr in (-1, 0, 1):
-                    for dc in (-1, 0, 1):
-                        n = (r + dr, c + dc)
-                        if n in hot and n not in seen:
-                            seen.add(n)
-                            stack.append(n)
+        regions = []
+        for label in range(1, n):  # raster order of each region's first tile; 0 is the background
+            members = hot[region_of == label]
             xs = [metas[i].x for i in members]
             ys = [metas[i].y for i in members]
             x0, y0 = min(xs), min(ys)
             regions.append({
                 "x": x0, "y": y0, "w": max(xs) + t - x0, "h": max(ys) + t - y0,
-                "peak_score": float(max(scores[i] for i in members)), "tiles": len(members),
+                "peak_score": float(scores[members].max()), "tiles": int(stats[label, cv2.CC_STAT_AREA]),
             })
         return regions

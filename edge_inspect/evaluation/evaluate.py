@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,13 @@ import structlog
 import torch
 import torch.nn.functional as F
 
-from edge_inspect.decision.initial import MARGIN
+from edge_inspect.datasets.contamination import CONTAMINATION_FILE, read_contamination
+from edge_inspect.datasets.images import (
+    read_image,
+    resize_to_tile,
+    tile_image,
+    tile_starts,
+)
 from edge_inspect.errors import InputDataError
 from edge_inspect.evaluation.metrics import (
     auroc,
@@ -34,11 +39,12 @@ from edge_inspect.evaluation.metrics import (
     f1_max,
     iou_at,
 )
-from edge_inspect.evaluation.testset import TestImage, list_test_images, read_mask
+from edge_inspect.evaluation.plots import write_plots
+from edge_inspect.evaluation.report import EvalReport
+from edge_inspect.evaluation.testset import list_test_images, read_mask
+from edge_inspect.models.checkpoint import load_checkpoint
 from edge_inspect.models.scoring import ScoringModel, map_tiles, preprocess
-from edge_inspect.training.contamination import CONTAMINATION_FILE, read_contamination
-from edge_inspect.training.datasets import _resize, _starts, read_image, tile_image
-from edge_inspect.training.loop import load_checkpoint
+from edge_inspect.recalibration.initial import MARGIN
 
 __all__ = ["PIXEL_BUDGET", "WORST_CASES", "EvalReport", "evaluate", "image_view", "validation_thresholds"]
 
@@ -51,7 +57,7 @@ WORST_CASES = 4           # good and defect images each drawn in the worst-case 
 # -- thresholds ----------------------------------------------------------------------------------
 def validation_thresholds(ckpt: Path, names: tuple[str, ...]) -> tuple[dict[str, float], dict[str, float], int]:
     """({score: max validation + MARGIN}, {score: validation max}, n validation tiles), the rule of
-    the first calibration (``decision.initial``): held-out good tiles, never test data."""
+    the first calibration (``recalibration.initial``): held-out good tiles, never test data."""
     path = Path(ckpt).parent / "validation_scores.npz"
     if not path.is_file():
         raise InputDataError(f"{path}: missing; evaluate takes thresholds from the checkpoint's validation scores")
@@ -83,7 +89,7 @@ def image_view(img: np.ndarray, isize: int, mode: str) -> tuple[np.ndarray, np.n
     resolution (short sides upscaled as ``tile_image`` does), so the map lines up with the view.
     """
     if mode == "resize":
-        view = _resize(img, isize)
+        view = resize_to_tile(img, isize)
         return view[None], view, [(0, 0)]
     h, w = img.shape[:2]
     if min(h, w) < isize:  # tile_image's own upscale, done here so the map's size is known
@@ -91,7 +97,7 @@ def image_view(img: np.ndarray, isize: int, mode: str) -> tuple[np.ndarray, np.n
         size = (max(isize, round(w * scale)), max(isize, round(h * scale)))
         img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR).reshape(size[1], size[0], -1)
         h, w = img.shape[:2]
-    origins = [(y, x) for y in _starts(h, isize) for x in _starts(w, isize)]
+    origins = [(y, x) for y in tile_starts(h, isize) for x in tile_starts(w, isize)]
     return tile_image(img, isize), img, origins
 
 
@@ -151,58 +157,6 @@ class _Scorer:
             self._x_hat = None
         out = {name: torch.cat([s[i] for s in scores]).numpy() for i, name in enumerate(names)}
         return out, np.concatenate(maps)
-
-
-# -- the report ------------------------------------------------------------------------------------
-@dataclass
-class EvalReport:
-    """Everything ``evaluate`` measured: ``doc`` is the JSON, ``lines()`` the stdout table."""
-
-    doc: dict[str, Any]
-    items: list[TestImage] = field(default_factory=list)
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def lines(self) -> list[str]:
-        d = self.doc
-        ts = d["test_set"]
-        kinds = ", ".join(f"{k} {n}" for k, n in ts["by_type"].items())
-        head = f"test set {d['data']}: {ts['good']} good, {ts['defect']} defect ({kinds})"
-        if ts["excluded_contaminated"]:
-            head += f"; {ts['excluded_contaminated']} images left out (trained on them: {CONTAMINATION_FILE})"
-        model = (f"model {d['model']} ({d['model_family']}, {d['data_mode']} {d['isize']} px, {d['nc']} ch); "
-                 f"validation threshold = max of {d['validation']['n']} held-out good tiles + {MARGIN:.0%}")
-        out = [head, model, ""]
-        out.append(f"{'score':14s} {'AUROC':>6s} {'AUPR':>6s} {'F1max':>6s} {'@thr':>10s} {'val_thr':>10s} "
-                   f"{'F1@val':>6s} {'TPR@val':>7s} {'FPR@val':>7s} {'pxAUROC':>7s} {'mIoU':>6s}")
-        for name, m in d["scores"].items():
-            mark = "*" if name == d["decision_score"] else " "
-            out.append(f"{name + mark:14s} {m['auroc']:6.3f} {m['aupr']:6.3f} {m['f1_max']:6.3f} "
-                       f"{m['f1_max_threshold']:10.4g} {m['val_threshold']:10.4g} {m['f1_at_val']:6.3f} "
-                       f"{m['tpr_at_val']:7.3f} {m['fpr_at_val']:7.3f} {_fmt(m['pixel_auroc'], 7)} "
-                       f"{_fmt(m['iou_mean'], 6)}")
-        types = list(ts["by_type"])
-        out.append("")
-        out.append(f"{'AUROC by type':14s} " + " ".join(f"{t[:10]:>10s}" for t in types))
-        for name, m in d["scores"].items():
-            out.append(f"{name:14s} " + " ".join(f"{m['per_type'][t]['auroc']:10.3f}" for t in types))
-        out.append("")
-        out.append("* decision score. F1max and its threshold are chosen on the test labels (an upper "
-                   "bound); F1/TPR/FPR@val use the validation threshold.")
-        px = d["pixel"]
-        if px is not None:
-            extra = [f"{px['images']} images", f"{px['pixels_sampled']} pixels sampled"]
-            if px["defect_images_without_mask"]:
-                extra.append(f"{px['defect_images_without_mask']} defect images without a mask left out")
-            if px["empty_masks"]:
-                extra.append(f"{px['empty_masks']} defect images with an empty mask left out")
-            out.append(f"pixel map: {px['map']} ({', '.join(extra)})")
-        else:
-            out.append("pixel metrics: none (no ground_truth masks for the defect images)")
-        return out
-
-
-def _fmt(v: float | None, width: int) -> str:
-    return f"{'-':>{width}s}" if v is None else f"{v:{width}.3f}"
 
 
 def _device(name: str) -> torch.device:
@@ -394,8 +348,6 @@ def evaluate(model_path: Path, data: Path, batch_size: int = 32, device: str = "
     }
     report = EvalReport(doc=doc, items=items, scores=per_image)
     if plots is not None:
-        from edge_inspect.evaluation.plots import write_plots
-
         def render(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             it = items[i]
             tiles, view, origins = image_view(read_image(it.path, cfg.nc), cfg.isize, cfg.data_mode)

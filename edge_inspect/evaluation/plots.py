@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_inspect.evaluation.metrics import roc_curve
-
-if TYPE_CHECKING:
-    from edge_inspect.evaluation.evaluate import EvalReport
+from edge_inspect.evaluation.report import EvalReport
 
 __all__ = ["write_plots"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_inspect.datasets.images import IMAGE_SUFFIXES
 from edge_inspect.errors import InputDataError
-from edge_inspect.training.datasets import IMAGE_SUFFIXES
 
 __all__ = ["TestImage", "list_test_images", "read_mask"]
 

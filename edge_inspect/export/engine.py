@@ -3,8 +3,8 @@
 A serialized plan only runs on the TensorRT version and GPU model it was built for, and a plan
 that silently changed would score wrongly; so every plan gets `<plan>.json` with its sha256,
 the ONNX it came from, the TensorRT version, GPU name and compute capability, and loading
-refuses any mismatch with a message saying how to rebuild. The checks are pure functions
-(tested without TensorRT); the build itself needs TensorRT and a GPU.
+refuses any mismatch with a message saying how to rebuild (`inference/engine_manifest.py`, pure
+functions tested without TensorRT). The build itself needs TensorRT and a GPU.
 
 Precision: the network is created strongly typed, so tensor types come from the ONNX graph;
 an FP16 engine comes from `edge-inspect export --fp16` (TensorRT 11 removed BuilderFlag.FP16;
@@ -15,74 +15,25 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_inspect.atomic import write_atomic
 from edge_inspect.errors import InputDataError
+from edge_inspect.inference.engine_manifest import (
+    ENGINE_FORMAT,
+    RuntimeInfo,
+    import_tensorrt,
+)
 from edge_inspect.inference.manifest import (
     manifest_path,
     read_manifest,
     sha256_file,
     verify_model_file,
 )
-
-ENGINE_FORMAT = "edge-inspect-tensorrt-plan"
-
-
-@dataclass(frozen=True)
-class RuntimeInfo:
-    """What a plan is tied to on the machine that loads it."""
-
-    tensorrt: str
-    gpu_name: str
-    compute_capability: str
-
-
-def rebuild_hint(manifest: dict | None, plan: Path) -> str:
-    onnx = (manifest or {}).get("onnx", {}).get("file") or "MODEL.onnx"
-    return f"rebuild it on this machine: edge-inspect build-engine {onnx} --out {plan}"
-
-
-def check_engine_manifest(manifest: dict, plan_sha256: str, runtime: RuntimeInfo) -> list[str]:
-    """Every reason this plan must not be loaded here (empty: fine). Pure, for tests and doctor."""
-    problems: list[str] = []
-    if manifest.get("format") != ENGINE_FORMAT:
-        problems.append(f"manifest format is {manifest.get('format')!r}, not {ENGINE_FORMAT!r}")
-    want = manifest.get("sha256")
-    if want != plan_sha256:
-        problems.append(f"sha256 {plan_sha256[:12]} does not match the manifest ({str(want)[:12]}): "
-                        "the plan was changed or corrupted")
-    trt = manifest.get("tensorrt")
-    if trt != runtime.tensorrt:
-        problems.append(f"built with TensorRT {trt}, this machine has {runtime.tensorrt}")
-    gpu = manifest.get("gpu") or {}
-    if gpu.get("name") != runtime.gpu_name:
-        problems.append(f"built for GPU {gpu.get('name')!r}, this machine has {runtime.gpu_name!r}")
-    if str(gpu.get("compute_capability")) != runtime.compute_capability:
-        problems.append(f"built for compute capability {gpu.get('compute_capability')}, "
-                        f"this GPU is {runtime.compute_capability}")
-    if not isinstance(manifest.get("model_sha256"), str):
-        problems.append("manifest lacks model_sha256 (the ONNX the plan was built from)")
-    return problems
-
-
-def verify_engine(plan: Path, runtime: RuntimeInfo) -> dict[str, Any]:
-    """The plan's manifest after all checks; InputDataError naming every problem otherwise."""
-    plan = Path(plan)
-    if not plan.is_file():
-        raise InputDataError(f"{plan}: engine file not found (make one with edge-inspect build-engine)")
-    manifest = read_manifest(plan)
-    if manifest is None:
-        raise InputDataError(f"{plan}: no manifest {manifest_path(plan).name} beside it; {rebuild_hint(None, plan)}")
-    problems = check_engine_manifest(manifest, sha256_file(plan), runtime)
-    if problems:
-        raise InputDataError(f"{plan}: refused: " + "; ".join(problems) + f"; {rebuild_hint(manifest, plan)}")
-    return manifest
 
 
 def check_profile(min_batch: int, opt_batch: int, max_batch: int) -> None:
@@ -122,26 +73,6 @@ def make_engine_manifest(*, plan: Path, onnx: Path, onnx_manifest: dict | None, 
         "build_seconds": round(build_seconds, 1),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def import_tensorrt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise InputDataError(
-            "TensorRT is not installed: pip install 'edge-inspect[gpu]' on a machine with an NVIDIA GPU "
-            f"(or use inference.backend.type: onnxruntime / torch) ({exc})"
-        ) from None
-    return trt
 
 
 def build_engine(onnx: Path, out: Path, *, min_batch: int = 1, opt_batch: int = 16, max_batch: int = 64,
@@ -206,15 +137,15 @@ def build_engine(onnx: Path, out: Path, *, min_batch: int = 1, opt_batch: int = 
     if serialized is None:
         raise InputDataError(f"{onnx}: TensorRT engine build failed (see the TensorRT messages above)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, bytes(memoryview(serialized)))
+    write_atomic(out, bytes(memoryview(serialized)))
     if timing_cache is not None:
-        _write_atomic(Path(timing_cache), bytes(memoryview(config.get_timing_cache().serialize())))
+        write_atomic(Path(timing_cache), bytes(memoryview(config.get_timing_cache().serialize())))
     manifest = make_engine_manifest(
         plan=out, onnx=onnx, onnx_manifest=onnx_manifest, runtime=runtime, input_name=inp.name,
         tile_size=tile, channels=channels, outputs=outputs, profile=(min_batch, opt_batch, max_batch),
         workspace_mb=workspace_mb, timing_cache=timing_cache, build_seconds=seconds,
     )
-    _write_atomic(manifest_path(out), json.dumps(manifest, indent=2).encode("utf-8"))
+    write_atomic(manifest_path(out), json.dumps(manifest, indent=2))
     dev.release()
     return manifest
 

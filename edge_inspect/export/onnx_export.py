@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,11 @@ import numpy as np
 import structlog
 import torch
 
+from edge_inspect.atomic import atomic_path, write_atomic
 from edge_inspect.errors import EdgeInspectError
 from edge_inspect.inference.manifest import manifest_path, sha256_file
+from edge_inspect.models.checkpoint import load_checkpoint
 from edge_inspect.models.scoring import ScoringModel
-from edge_inspect.training.loop import load_checkpoint
 
 __all__ = ["INPUT_NAME", "OPSET", "export_onnx", "export_scoring_model", "check_onnx"]
 
@@ -118,16 +118,10 @@ def export_onnx(checkpoint: Path, out: Path, fp16: bool = False, opset: int = OP
             copy.deepcopy(model.netg), model.residual_kernel, half=True,
             netd=copy.deepcopy(model.netd), scores=model.score_names, lam=model.lam, vgg=copy.deepcopy(model.vgg),
         ).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
+    with atomic_path(out) as tmp:  # checked before it replaces anything
         export_scoring_model(model, tmp, opset)
         onnx.checker.check_model(str(tmp))
         diffs = check_onnx(model, tmp, fp16=fp16, reference=fp32_ref)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
 
     tile, channels = model.tile, model.channels
     manifest: dict[str, Any] = {
@@ -150,10 +144,7 @@ def export_onnx(checkpoint: Path, out: Path, fp16: bool = False, opset: int = OP
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, **_ort_version()},
     }
-    mpath = manifest_path(out)
-    mtmp = mpath.with_name(mpath.name + ".tmp")
-    mtmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    os.replace(mtmp, mpath)
+    write_atomic(manifest_path(out), json.dumps(manifest, indent=2))
     log.info("export.done", out=str(out), bytes=manifest["bytes"], precision=manifest["precision"],
              sha256=manifest["sha256"][:12], max_abs_diff=max(diffs.values()))
     return manifest

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_inspect.errors import InputDataError
+from edge_inspect.evaluation.metrics import auroc
 
 SPEARMAN_MIN = 0.999
 AUROC_DELTA_MAX = 0.002
@@ -46,19 +47,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     rb -= rb.mean()
     den = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (higher score = defect), by the Mann-Whitney U statistic with
-    average ranks, so ties count one half."""
-    labels = np.asarray(labels).astype(bool).reshape(-1)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUROC needs both good (0) and defect (1) labels")
-    ranks = average_ranks(scores)
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -132,8 +120,8 @@ def compare(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], names: list
         rel = diff / np.maximum(np.abs(r), 1e-12)
         sp = ScoreParity(name, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), spearman(r, c))
         if labelled:
-            sp.auroc_ref = auroc(_item_max(r, item_of_tile, len(item_labels)), item_labels)
-            sp.auroc_cand = auroc(_item_max(c, item_of_tile, len(item_labels)), item_labels)
+            sp.auroc_ref = auroc(item_labels, _item_max(r, item_of_tile, len(item_labels)))
+            sp.auroc_cand = auroc(item_labels, _item_max(c, item_of_tile, len(item_labels)))
         rep.scores.append(sp)
     return rep
 
@@ -157,12 +145,8 @@ def load_tiles(source: Path, tile_size: int, channels: int, labels: Path | None 
     """Tiles to compare on: a `.npy` [N, T, T, C] (labels from `--labels F.npy|.txt`, one per
     tile); an MVTec-layout folder (its `test/` images tiled, labels from the folder names: good
     = 0, any defect = 1); or a scan (file, frame folder, synth output) cut by the pipeline's tiler."""
-    from edge_inspect.training.datasets import (
-        IMAGE_SUFFIXES,
-        check_tiles,
-        read_image,
-        tile_image,
-    )
+    from edge_inspect.datasets.images import IMAGE_SUFFIXES, read_image, tile_image
+    from edge_inspect.datasets.tiles import check_tiles
 
     source = Path(source)
     if not source.exists():
@@ -192,8 +176,9 @@ def load_tiles(source: Path, tile_size: int, channels: int, labels: Path | None 
         if labels is not None:
             raise InputDataError("--labels is for .npy tiles; an MVTec folder's labels come from test/<class>/")
     else:
+        from edge_inspect.acquisition.ground_truth import resolve_scan
         from edge_inspect.config import Config
-        from edge_inspect.training.data import resolve_scan, tiles_from_scan
+        from edge_inspect.datasets.sources import tiles_from_scan
 
         cfg = Config()
         cfg = cfg.model_copy(update={"tiling": cfg.tiling.model_copy(update={"tile_size": tile_size, "stride": tile_size})})

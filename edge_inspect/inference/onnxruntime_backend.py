@@ -8,10 +8,11 @@ import numpy as np
 
 from edge_inspect.config import OnnxRuntimeBackendConfig
 from edge_inspect.errors import InputDataError
+from edge_inspect.inference.base import SyncSubmit
 from edge_inspect.inference.manifest import verify_model_file
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(SyncSubmit):
     name = "onnxruntime"
 
     def __init__(self, cfg: OnnxRuntimeBackendConfig) -> None:

@@ -1,15 +1,15 @@
 """TensorRT engine (from `edge-inspect build-engine`) run through pycuda.
 
 UNTESTED HERE: this project's CI box has no GPU, TensorRT or pycuda. The manifest checks it
-relies on are pure functions in `edge_inspect.export.engine`, tested on the CPU.
+relies on are pure functions in `edge_inspect.inference.engine_manifest`, tested on the CPU.
 
 Data path per batch (one stream slot): uint8 tiles, read straight from the pinned tile ring
 (`allocate_ring`) or staged once into pinned memory -> H2D of the bytes -> execute_async_v3 with
 name-based tensor addresses (set once per slot: buffers never move) -> D2H of the float32 scores
 only -> event. Each slot has its own execution context, stream, event and buffers, so `streams`
-batches can be in flight. `score()` is synchronous (the pipeline's Backend contract) and overlaps
-the chunks of a batch larger than the engine's max batch; `submit()`/`collect()` let a caller
-keep two batches in flight (the tiles of a submitted batch must stay untouched until collected).
+batches can be in flight (`inference.in_flight`: `score()` overlaps the chunks of a large batch,
+`submit()`/`collect()` let the pipeline keep two batches in flight; the tiles of a submitted
+batch must stay untouched until collected).
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ import structlog
 
 from edge_inspect.config import TensorRTBackendConfig
 from edge_inspect.errors import EdgeInspectError, InputDataError
-from edge_inspect.export.engine import (
+from edge_inspect.inference.cuda_memory import CudaDevice, PinnedRing, StreamSlot
+from edge_inspect.inference.engine_manifest import (
     RuntimeInfo,
     import_tensorrt,
     rebuild_hint,
     verify_engine,
 )
-from edge_inspect.inference.cuda_memory import CudaDevice, PinnedRing, StreamSlot
-from edge_inspect.inference.base import Ticket
+from edge_inspect.inference.in_flight import InFlight
 
 log = structlog.get_logger(__name__)
 
 
-class TensorRTBackend:
+class TensorRTBackend(InFlight):
     name = "tensorrt"
 
     def __init__(self, cfg: TensorRTBackendConfig) -> None:
@@ -49,7 +49,6 @@ class TensorRTBackend:
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._slots: list[StreamSlot] = []
         self._ring: PinnedRing | None = None
-        self._next = 0
         with self._dev.active():
             self._runtime = trt.Runtime(self._logger)
             self._engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
@@ -99,31 +98,11 @@ class TensorRTBackend:
             self._ring = PinnedRing(self._cuda, capacity, tile_size, channels)
         return self._ring.array
 
-    # -- scoring ---------------------------------------------------------------------------
-    def score(self, tiles: np.ndarray) -> dict[str, np.ndarray]:
-        self._check(tiles)
-        n = len(tiles)
-        if n == 0:
-            return {name: np.zeros(0, np.float32) for name in self.score_names}
-        step = self._max_batch
-        tickets = [self.submit(tiles[i:i + step]) for i in range(0, n, step)]
-        parts = [self.collect(t) for t in tickets]
-        return {name: np.concatenate([p[name] for p in parts]) for name in self.score_names}
-
-    def submit(self, tiles: np.ndarray) -> Ticket:
-        """Enqueue H2D, inference and the score D2H on the next stream slot; returns at once."""
-        self._check(tiles)
-        n = len(tiles)
-        if n > self._max_batch:
-            raise ValueError(f"submit takes at most {self._max_batch} tiles (engine profile), got {n}")
+    # -- one batch on one slot (InFlight does the rest) -------------------------------------
+    def _launch(self, slot: StreamSlot, tiles: np.ndarray) -> None:
         cuda = self._cuda
-        i = self._next
-        self._next = (i + 1) % len(self._slots)
-        slot = self._slots[i]
+        n = len(tiles)
         with self._dev.active():
-            if slot.busy is not None:  # every slot in flight: finish the oldest, keep its result
-                slot.busy.result = self._finish(slot, slot.busy.n)
-                slot.busy = None
             run = max(n, self._min_batch)  # below the profile's min: pad with staging rows
             if run == n and self._ring is not None and self._ring.contains(tiles):
                 src = tiles
@@ -139,29 +118,11 @@ class TensorRTBackend:
             for name in self.score_names:
                 cuda.memcpy_dtoh_async(slot.h_out[name][:n], slot.d_out[name], slot.stream)
             slot.done.record(slot.stream)
-        ticket = Ticket(n=n, slot=i)
-        slot.busy = ticket
-        return ticket
 
-    def collect(self, ticket: Ticket) -> dict[str, np.ndarray]:
-        if ticket.result is None:
-            slot = self._slots[ticket.slot]
-            if slot.busy is not ticket:
-                raise ValueError("ticket was already collected")
-            with self._dev.active():
-                ticket.result = self._finish(slot, ticket.n)
-            slot.busy = None
-        return ticket.result
-
-    @staticmethod
-    def _finish(slot: StreamSlot, n: int) -> dict[str, np.ndarray]:
-        slot.done.synchronize()
+    def _finish(self, slot: StreamSlot, n: int) -> dict[str, np.ndarray]:
+        with self._dev.active():
+            slot.done.synchronize()
         return {name: out[:n].copy() for name, out in slot.h_out.items()}
-
-    def _check(self, tiles: np.ndarray) -> None:
-        t, c = self.tile_size, self.channels
-        if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[1:] != (t, t, c):
-            raise InputDataError(f"tensorrt backend takes uint8 [B, {t}, {t}, {c}] tiles, got {tiles.dtype} {tiles.shape}")
 
     def close(self) -> None:
         if not self._slots and self._ring is None:

@@ -11,11 +11,11 @@ On CUDA (untested here: this project's CI box has no GPU, see README "GPU backen
   layout copy happens;
 * one CUDA graph per configured batch size and per stream slot; a partial batch is padded up to
   the nearest captured size (the padding rows' scores are dropped), a larger batch is split;
-* pinned host staging (or the pinned tile ring from `allocate_ring`), two stream slots. `score()`
-  is synchronous, as the pipeline's Backend contract says; it keeps two chunks of one large
-  batch in flight. `submit()`/`collect()` let a caller keep two batches in flight (H2D of
-  batch n+1 overlaps compute of batch n); the caller must not release or overwrite the tiles of
-  a submitted batch before its `collect()` (the H2D copy reads them asynchronously).
+* pinned host staging (or the pinned tile ring from `allocate_ring`), two stream slots
+  (`inference.in_flight`): `score()` keeps two chunks of one large batch in flight, and
+  `submit()`/`collect()` let the pipeline keep two batches in flight (H2D of batch n+1 overlaps
+  compute of batch n); the tiles of a submitted batch must stay untouched until its `collect()`
+  (the H2D copy reads them asynchronously).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import structlog
 from edge_inspect.config import TorchBackendConfig
 from edge_inspect.errors import InputDataError
 from edge_inspect.inference.base import Ticket
+from edge_inspect.inference.in_flight import InFlight
 from edge_inspect.inference.manifest import (
     read_manifest,
     sha256_file,
@@ -73,7 +74,7 @@ class _Slot:
     busy: Ticket | None = None
 
 
-class TorchBackend:
+class TorchBackend(InFlight):
     name = "torch"
 
     def __init__(self, cfg: TorchBackendConfig) -> None:
@@ -84,8 +85,8 @@ class TorchBackend:
                 "torch is not installed: pip install 'edge-inspect[train]' (the torch backend "
                 "scores a training checkpoint), or use inference.backend.type: onnxruntime"
             ) from None
+        from edge_inspect.models.checkpoint import load_checkpoint
         from edge_inspect.models.scoring import ScoringModel
-        from edge_inspect.training.loop import load_checkpoint
 
         self._torch = torch
         ckpt = Path(cfg.model)
@@ -128,7 +129,6 @@ class TorchBackend:
         self.batch_sizes = sorted(set(cfg.batch_sizes))
         self._max_batch = self.batch_sizes[-1]
         self._slots: list[_Slot] = []
-        self._next_slot = 0
         self._ring: Any = None  # pinned torch tensor behind allocate_ring's array
         if self.cuda:
             self._setup_cuda(cfg.cuda_graphs, streams=2)
@@ -197,37 +197,23 @@ class TorchBackend:
             return ring.view(-1)[off:off + tiles.nbytes].view(tiles.shape)
         return None
 
-    # -- scoring ---------------------------------------------------------------------------
+    # -- scoring (on CUDA, InFlight drives the two slots) ---------------------------------
     def score(self, tiles: np.ndarray) -> dict[str, np.ndarray]:
-        """Synchronous: float32 [B] per score. On CUDA, chunks of a large batch overlap on the
-        two stream slots."""
-        self._check(tiles)
-        n = len(tiles)
-        if n == 0:
-            return {name: np.zeros(0, np.float32) for name in self.score_names}
-        if not self.cuda:
-            return self._score_cpu(tiles)
-        tickets = [self.submit(tiles[i:i + self._max_batch]) for i in range(0, n, self._max_batch)]
-        parts = [self.collect(tk) for tk in tickets]
-        return {name: np.concatenate([p[name] for p in parts]) for name in self.score_names}
+        """Synchronous: float32 [B] per score."""
+        if self.cuda:
+            return super().score(tiles)
+        self.check_tiles(tiles)
+        return self._score_cpu(tiles) if len(tiles) else self.empty_scores()
 
     def submit(self, tiles: np.ndarray) -> Ticket:
-        """Start scoring up to max(batch_sizes) tiles; returns at once on CUDA. Do not touch
-        `tiles` until `collect()`. On the CPU the work is done here."""
-        self._check(tiles)
-        n = len(tiles)
-        if not self.cuda or n == 0:
-            return Ticket(n=n, result=self._score_cpu(tiles) if n else
-                          {name: np.zeros(0, np.float32) for name in self.score_names})
-        if n > self._max_batch:
-            raise ValueError(f"submit takes at most {self._max_batch} tiles, got {n}; score() splits larger batches")
+        """On CUDA returns at once (see InFlight.submit); on the CPU the work is done here."""
+        if self.cuda:
+            return super().submit(tiles)
+        return Ticket(n=len(tiles), result=self.score(tiles))
+
+    def _launch(self, slot: _Slot, tiles: np.ndarray) -> None:
         torch = self._torch
-        i = self._next_slot
-        self._next_slot = (i + 1) % len(self._slots)
-        slot = self._slots[i]
-        if slot.busy is not None:  # both slots in flight: finish the older one, keep its result
-            slot.busy.result = self._finish(slot, slot.busy.n)
-            slot.busy = None
+        n = len(tiles)
         src = self._pinned_view(tiles)
         if src is None:  # stage through this slot's pinned buffer (one host memcpy)
             slot.host_in[:n].numpy()[...] = tiles
@@ -244,19 +230,6 @@ class TorchBackend:
             for name, o in zip(self.score_names, outs):
                 slot.host_out[name][:n].copy_(o[:n].float(), non_blocking=True)
             slot.done.record(slot.stream)
-        ticket = Ticket(n=n, slot=i)
-        slot.busy = ticket
-        return ticket
-
-    def collect(self, ticket: Ticket) -> dict[str, np.ndarray]:
-        """Wait for a submitted batch and return its scores."""
-        if ticket.result is None:
-            slot = self._slots[ticket.slot]
-            if slot.busy is not ticket:
-                raise ValueError("ticket was already collected")
-            ticket.result = self._finish(slot, ticket.n)
-            slot.busy = None
-        return ticket.result
 
     def _finish(self, slot: _Slot, n: int) -> dict[str, np.ndarray]:
         slot.done.synchronize()
@@ -267,11 +240,6 @@ class TorchBackend:
         with torch.inference_mode():
             outs = self._model(torch.from_numpy(np.ascontiguousarray(tiles)))
         return {name: o.float().numpy().reshape(-1).copy() for name, o in zip(self.score_names, outs)}
-
-    def _check(self, tiles: np.ndarray) -> None:
-        t, c = self.tile_size, self.channels
-        if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[1:] != (t, t, c):
-            raise InputDataError(f"torch backend takes uint8 [B, {t}, {t}, {c}] tiles, got {tiles.dtype} {tiles.shape}")
 
     def close(self) -> None:
         if self.cuda:

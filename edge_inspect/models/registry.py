@@ -12,7 +12,7 @@ from edge_inspect.models.ganomaly import NetD, NetG
 from edge_inspect.models.scoring import ScoringModel
 from edge_inspect.models.skip import SkipGenerator, default_attention_blocks
 from edge_inspect.models.skip_pp import SkipPPGenerator
-from edge_inspect.training.config import TrainingConfig
+from edge_inspect.training_config import TrainingConfig
 
 __all__ = ["build_generator", "build_discriminator", "build_nets", "build_scoring"]
 

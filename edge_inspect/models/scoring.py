@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_inspect.models.blocks import upsample_to
+from edge_inspect.models.names import ALL_SCORES, D_SCORES, GANOMALY_SCORES
 
 __all__ = [
     "ALL_SCORES",
@@ -28,14 +29,7 @@ __all__ = [
     "score_tiles",
 ]
 
-#: Output order of a GANomaly :class:`ScoringModel` without D (and the ONNX output names).
-SCORE_NAMES: tuple[str, ...] = ("latent_l2", "image_l1", "residual_max")
-#: Every score the graph can compute, in export order.
-ALL_SCORES: tuple[str, ...] = (
-    "latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max",
-)
-#: Scores that need the discriminator in the graph.
-D_SCORES = frozenset({"feature_l1", "feature_l2", "combined", "pixel_max"})
+SCORE_NAMES = GANOMALY_SCORES  # output order of a GANomaly ScoringModel without D
 
 
 def preprocess(tiles: torch.Tensor) -> torch.Tensor:

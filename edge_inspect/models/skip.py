@@ -13,7 +13,13 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from edge_inspect.models.blocks import DownBlock, SelfAttention, UpBlock, channel_plan, check_isize
+from edge_inspect.models.blocks import (
+    DownBlock,
+    SelfAttention,
+    UpBlock,
+    channel_plan,
+    check_isize,
+)
 
 __all__ = ["SkipGenerator", "default_attention_blocks"]
 

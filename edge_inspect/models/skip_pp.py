@@ -7,7 +7,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edge_inspect.models.blocks import ASPP, ResidualDown, ResidualUp, channel_plan, check_isize
+from edge_inspect.models.blocks import (
+    ASPP,
+    ResidualDown,
+    ResidualUp,
+    channel_plan,
+    check_isize,
+)
 
 __all__ = ["SkipPPGenerator"]
 

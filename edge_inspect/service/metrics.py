@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import structlog
-from prometheus_client import CollectorRegistry, Histogram, Info, ProcessCollector, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    Info,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = structlog.get_logger(__name__)

@@ -21,11 +21,15 @@ import numpy as np
 import structlog
 
 from edge_inspect.config import Config
-from edge_inspect.decision.aggregator import Verdict
-from edge_inspect.decision.calibration import Calibration, check_against_model, load_calibration
-from edge_inspect.decision.record_keeper import RecordKeeper
+from edge_inspect.decision.calibration_file import (
+    Calibration,
+    check_against_model,
+    load_calibration,
+)
+from edge_inspect.decision.verdict import Verdict
 from edge_inspect.errors import EdgeInspectError
 from edge_inspect.inference.base import warm_up
+from edge_inspect.records.keeper import RecordKeeper
 from edge_inspect.service.heap import HeapTrimmer
 from edge_inspect.service.notify import Notifier
 from edge_inspect.service.watchdog import StallMonitor
@@ -69,7 +73,7 @@ class Service:
     def open(self) -> None:
         """Validate everything that can be wrong before writing or announcing anything."""
         from edge_inspect.acquisition.factory import open_source
-        from edge_inspect.decision.sinks import build_sinks
+        from edge_inspect.outputs.factory import build_sinks
         from edge_inspect.pipeline import Pipeline
 
         cfg = self.cfg
@@ -81,25 +85,25 @@ class Service:
                                  self.source.channels, observer=self, image_scale=scale)
         self._warm(self.backend)
         if cfg.drift.enabled:
-            from edge_inspect.decision.drift import DriftMonitor
+            from edge_inspect.monitoring.drift import DriftMonitor
 
             self.drift = DriftMonitor(cfg.drift, self.cal)
         # -- from here on things are written --
         rd, r = cfg.output.records_dir, cfg.records
         stores: list[Any] = []
         if r.jsonl:
-            from edge_inspect.decision.records import JsonlRecords
+            from edge_inspect.records.jsonl import JsonlRecords
 
             stores.append(JsonlRecords(rd / "boards.jsonl", r.jsonl_max_mb and int(r.jsonl_max_mb * 2**20),
                                        r.retention_days))
         if r.sqlite:
-            from edge_inspect.decision.sqlite_records import SqliteRecords
+            from edge_inspect.records.sqlite import SqliteRecords
 
             stores.append(SqliteRecords(r.sqlite_path or rd / "boards.sqlite", r.retention_days,
                                         r.max_rows, r.prune_interval_s))
         self.records = RecordKeeper(stores, r.backlog, r.retry_s)
         if cfg.heatmaps.enabled:
-            from edge_inspect.decision.heatmaps import HeatmapWriter
+            from edge_inspect.monitoring.heatmaps import HeatmapWriter
 
             h = cfg.heatmaps
             self.heatmaps = HeatmapWriter(h.dir or rd / "heatmaps", h.max_bytes, cfg.tiling.tile_size, h.queue)

@@ -1,5 +1,3 @@
-"""Training on good tiles only. ``config`` and ``datasets`` work without torch; ``loop`` needs it."""
-
-from edge_inspect.training.config import TrainingConfig
-
-__all__ = ["TrainingConfig"]
+"""Training on good tiles only (needs torch: the ``train`` extra). The settings it reads are
+``edge_inspect.training_config`` and the tiles come from ``edge_inspect.datasets``; both work
+without torch."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,22 +18,25 @@ from typing import Any
 import numpy as np
 import structlog
 import torch
-from pydantic import ValidationError
 
+from edge_inspect.atomic import write_atomic
+from edge_inspect.datasets.tiles import check_tiles, split_train_val
 from edge_inspect.errors import InputDataError
-from edge_inspect.models.registry import build_discriminator, build_generator, build_nets, build_scoring
-from edge_inspect.models.scoring import ScoringModel, preprocess, score_tiles
+from edge_inspect.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    read_checkpoint,
+)
+from edge_inspect.models.registry import build_nets, build_scoring
+from edge_inspect.models.scoring import preprocess, score_tiles
 from edge_inspect.training.augment import flip, mse_augment
-from edge_inspect.training.config import TrainingConfig
-from edge_inspect.training.datasets import check_tiles, split_train_val
 from edge_inspect.training.steps import STEPS
+from edge_inspect.training_config import TrainingConfig
 
-__all__ = ["TrainResult", "train", "load_checkpoint", "load_nets", "build_scoring_model", "CHECKPOINT_FORMAT"]
+__all__ = ["TrainResult", "train"]
 
 log = structlog.get_logger(__name__)
 
-CHECKPOINT_FORMAT = "edge-inspect/ganomaly"  # the family's marker; ``config.model`` names the member
-CHECKPOINT_VERSION = 1
 _PROGRESS_EVERY_S = 30.0
 # config keys that fix the architecture: a resumed run must agree on them
 _ARCH_KEYS = ("model", "nc", "isize", "ngf", "ndf", "nz", "max_channels", "attention_blocks")
@@ -56,28 +58,12 @@ class TrainResult:
     val_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def build_scoring_model(cfg: TrainingConfig, netg: torch.nn.Module | None = None,
-                        netd: torch.nn.Module | None = None) -> ScoringModel:
-    """The scoring graph for ``cfg`` (fresh DCGAN-initialised nets unless given)."""
-    if netg is None or (netd is None and cfg.needs_discriminator()):
-        g0, d0 = build_nets(cfg)
-        netg = netg if netg is not None else g0
-        netd = netd if netd is not None else d0
-    return build_scoring(cfg, netg, netd)
-
-
 def _device(cfg: TrainingConfig) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise InputDataError("training.device is cuda but torch sees no CUDA device")
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def train(cfg: TrainingConfig, tiles: np.ndarray, out_dir: Path, resume: Path | None = None,
@@ -107,7 +93,7 @@ def train(cfg: TrainingConfig, tiles: np.ndarray, out_dir: Path, resume: Path | 
 
 
 def _load_resume(path: Path, cfg: TrainingConfig) -> dict[str, Any]:
-    payload = _read_payload(Path(path))
+    payload = read_checkpoint(Path(path))
     old = payload.get("config") or {}
     now = cfg.model_dump(mode="json")
     differ = [k for k in _ARCH_KEYS if old.get(k, TrainingConfig.model_fields[k].default) != now[k]]
@@ -204,7 +190,7 @@ def _train(cfg: TrainingConfig, train_np: np.ndarray, val_np: np.ndarray, out_di
     scorer = build_scoring(cfg, netg, netd)
     scorer.to(device)
     val_scores = score_tiles(scorer, val_np, batch_size=max(bs, 16))
-    _atomic_write_bytes(out_dir / "validation_scores.npz", lambda p: _save_npz(p, val_scores))
+    write_atomic(out_dir / "validation_scores.npz", lambda f: np.savez(f, **val_scores))
     ckpt = out_dir / "model.pt"
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -217,7 +203,7 @@ def _train(cfg: TrainingConfig, train_np: np.ndarray, val_np: np.ndarray, out_di
         "netd": {k: v.cpu() for k, v in netd.state_dict().items()},
         "train_state": {**step.state_dict(), "rng": gen.get_state()},
     }
-    _atomic_write_bytes(ckpt, lambda p: torch.save(payload, p))
+    write_atomic(ckpt, lambda f: torch.save(payload, f))
     summary = {
         "config": cfg.model_dump(mode="json"),
         "epochs_run": epoch,
@@ -239,9 +225,7 @@ def _train(cfg: TrainingConfig, train_np: np.ndarray, val_np: np.ndarray, out_di
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    _atomic_write_bytes(
-        out_dir / "train.json", lambda p: p.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    )
+    write_atomic(out_dir / "train.json", json.dumps(summary, indent=2))
     log.info("train.done", seconds=round(seconds, 1), epochs=epoch, checkpoint=str(ckpt), stopped_early=stopped)
     return TrainResult(
         out_dir=out_dir, checkpoint=ckpt, epochs_run=epoch, train_tiles=len(train_np),
@@ -260,55 +244,3 @@ def _eta(tiles_left: int, rate: float, elapsed: float, deadline: float | None) -
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # file handle: np.savez would append ".npz" to the tmp name
         np.savez(f, **arrays)
-
-
-def _read_payload(path: Path) -> dict[str, Any]:
-    """Read a checkpoint safely (weights only: no code runs) and check its marker and version."""
-    if not path.is_file():
-        raise InputDataError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types (pickle, zip, runtime) for a bad file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputDataError(f"{path}: not a readable edge-inspect checkpoint ({first[:160]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputDataError(f"{path}: not an edge-inspect GANomaly checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    if payload.get("format_version") != CHECKPOINT_VERSION:
-        raise InputDataError(
-            f"{path}: checkpoint format version {payload.get('format_version')} is not supported "
-            f"(this build reads {CHECKPOINT_VERSION})"
-        )
-    return payload
-
-
-def load_nets(path: Path) -> tuple[torch.nn.Module, torch.nn.Module | None, TrainingConfig]:
-    """(G, D or None, config) of a checkpoint in eval mode; D is None when the file has none."""
-    path = Path(path)
-    payload = _read_payload(path)
-    try:
-        cfg = TrainingConfig.model_validate(payload.get("config"))
-    except ValidationError as exc:
-        raise InputDataError(f"{path}: checkpoint holds an invalid training config ({exc.error_count()} problems)") from None
-    netg = build_generator(cfg)
-    netd = build_discriminator(cfg) if "netd" in payload else None
-    try:
-        netg.load_state_dict(payload["netg"])
-        if netd is not None:
-            netd.load_state_dict(payload["netd"])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputDataError(f"{path}: checkpoint weights do not match its config ({first[:160]})") from None
-    netg.eval()
-    if netd is not None:
-        netd.eval()
-    return netg, netd, cfg
-
-
-def load_checkpoint(path: Path) -> tuple[ScoringModel, TrainingConfig]:
-    """Load ``model.pt`` safely (weights only) as an eval-mode ScoringModel and its config."""
-    netg, netd, cfg = load_nets(Path(path))
-    if netd is None and cfg.needs_discriminator():
-        raise InputDataError(f"{path}: its scores need the discriminator, which the checkpoint lacks")
-    model = build_scoring(cfg, netg, netd)
-    model.eval()
-    return model, cfg

@@ -12,7 +12,7 @@ from torch import nn
 
 from edge_inspect.models.blocks import weights_init
 from edge_inspect.models.losses import discriminator_loss
-from edge_inspect.training.config import TrainingConfig
+from edge_inspect.training_config import TrainingConfig
 
 __all__ = ["AdversarialStep", "D_COLLAPSE"]
 

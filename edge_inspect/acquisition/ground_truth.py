@@ -1,4 +1,5 @@
-"""Comparison of board verdicts with a synthetic scan's ground truth (from `synth`)."""
+"""The ground truth `synth` writes beside its scans (DIR/ground_truth.json next to DIR/scan.png or
+DIR/scan/), and the comparison of board verdicts with it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,18 @@ class TruthComparison:
     @property
     def good_reject_rate(self) -> float:
         return self.good_rejected / self.good if self.good else 0.0
+
+
+def resolve_scan(path: Path) -> Path:
+    """A `synth` output folder (with ground_truth.json) means its scan (scan.png or the scan/
+    frame folder), not every image in it (mask.png is not part of the scan); any other path is
+    taken as it is."""
+    if path.is_dir() and (path / "ground_truth.json").is_file():
+        for candidate in (path / "scan.png", path / "scan"):
+            if candidate.exists():
+                return candidate
+        raise InputDataError(f"{path}: synth folder without scan.png or scan/")
+    return path
 
 
 def truth_path_for(scan: Path) -> Path | None:

@@ -9,12 +9,17 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from edge_inspect.calibration.scoring import BoardScores, ScanScores
-from edge_inspect.calibration.thresholds import (
-    ThresholdChoice, board_statistic, find_outliers, min_good_boards, pick_threshold, rejected,
-)
-from edge_inspect.decision.calibration import BoardRule, Calibration
+from edge_inspect.decision.calibration_file import BoardRule, Calibration
 from edge_inspect.errors import InputDataError
+from edge_inspect.recalibration.scoring import BoardScores, ScanScores
+from edge_inspect.recalibration.thresholds import (
+    ThresholdChoice,
+    board_statistic,
+    find_outliers,
+    min_good_boards,
+    pick_threshold,
+    rejected,
+)
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,6 @@ from the test set it reports on (a model must not be scored on images it was tra
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,15 @@ from typing import Any
 import numpy as np
 import structlog
 
-from edge_inspect.errors import InputDataError
-from edge_inspect.training.datasets import (
+from edge_inspect.atomic import write_atomic
+from edge_inspect.datasets.images import (
     IMAGE_SUFFIXES,
-    _resize,
-    list_good_images,
     read_image,
+    resize_to_tile,
     tile_image,
 )
+from edge_inspect.datasets.mvtec import list_good_images
+from edge_inspect.errors import InputDataError
 
 __all__ = [
     "CONTAMINATION_FILE",
@@ -110,7 +110,7 @@ def contamination_tiles(root: Path, picked: Contamination, isize: int, nc: int, 
     blocks = []
     for rel in picked.images:
         img = read_image(Path(root) / rel, nc)
-        blocks.append(_resize(img, isize)[None] if mode == "resize" else tile_image(img, isize))
+        blocks.append(resize_to_tile(img, isize)[None] if mode == "resize" else tile_image(img, isize))
     if not blocks:
         return np.zeros((0, isize, isize, nc), np.uint8)
     return np.ascontiguousarray(np.concatenate(blocks))
@@ -122,9 +122,7 @@ def write_contamination(out_dir: Path, picked: Contamination | None) -> None:
     if picked is None:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(picked.to_json(), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(picked.to_json(), indent=2))
 
 
 def read_contamination(ckpt_dir: Path) -> Contamination | None:
@@ -156,6 +154,4 @@ def record_contamination(out_dir: Path, picked: Contamination | None) -> None:
         "ratio": picked.ratio, "seed": picked.seed, "n_good_train": picked.n_good_train,
         "n_images": len(picked.images), "by_type": picked.by_type(), "file": CONTAMINATION_FILE,
     }
-    tmp = summary_path.with_name(summary_path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, summary_path)
+    write_atomic(summary_path, json.dumps(summary, indent=2))

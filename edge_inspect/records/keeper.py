@@ -14,8 +14,7 @@ from typing import Protocol
 
 import structlog
 
-from edge_inspect.decision.aggregator import Verdict
-from edge_inspect.decision.records import record_dict
+from edge_inspect.decision.verdict import Verdict
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +97,7 @@ class RecordKeeper:
             if slot.pending:
                 self._flush(slot, time.monotonic())
             for v in slot.pending:
-                log.error("record_unwritten", store=str(slot.store.path), record=record_dict(v))
+                log.error("record_unwritten", store=str(slot.store.path), record=v.to_record())
             try:
                 slot.store.close()
             except STORE_ERRORS as exc:

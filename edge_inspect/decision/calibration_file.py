@@ -6,8 +6,10 @@ import math
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge_inspect.atomic import write_atomic
 from edge_inspect.config import format_validation_error, read_yaml_mapping
 from edge_inspect.errors import ConfigError
 
@@ -46,6 +48,11 @@ class Calibration(BaseModel):
             if not g or any(math.isnan(x) for x in g) or any(a > b for a, b in zip(g, g[1:])):
                 raise ValueError("good_scores must be a non-empty ascending list of numbers")
         return self
+
+
+def write_calibration(path: Path, cal: Calibration) -> None:
+    """The calibration as YAML, written atomically (a service reloading it never reads half)."""
+    write_atomic(path, yaml.safe_dump(cal.model_dump(mode="json"), sort_keys=False))
 
 
 def load_calibration(path: Path) -> Calibration:

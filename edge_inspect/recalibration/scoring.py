@@ -12,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from edge_inspect.acquisition.ground_truth import (
+    load_truth,
+    resolve_scan,
+    truth_path_for,
+)
 from edge_inspect.acquisition.replay import ReplaySource, read_scan_image, scan_files
 from edge_inspect.config import Config
-from edge_inspect.decision.aggregator import Verdict
-from edge_inspect.decision.calibration import BoardRule, Calibration
-from edge_inspect.decision.truth import load_truth, truth_path_for
+from edge_inspect.decision.calibration_file import BoardRule, Calibration
+from edge_inspect.decision.verdict import Verdict
 from edge_inspect.errors import InputDataError
 from edge_inspect.inference.base import Backend
 from edge_inspect.pipeline import Pipeline
@@ -50,15 +54,10 @@ class ScanScores:
         return [b for b in self.boards if not b.incomplete]
 
 
-def resolve_scan(path: Path) -> Path:
-    """A `synth` output folder means its scan (scan.png or the scan/ frame folder), not every
-    image in it (mask.png is not part of the scan)."""
-    if path.is_dir() and (path / "ground_truth.json").is_file():
-        for candidate in (path / "scan.png", path / "scan"):
-            if candidate.exists():
-                return candidate
-        raise InputDataError(f"{path}: synth folder without scan.png or scan/")
-    scan_files(path)  # existence and type checked before any work starts
+def checked_scan(path: Path) -> Path:
+    """The scan a path means (a `synth` folder: its scan), checked before any work starts."""
+    path = resolve_scan(path)
+    scan_files(path)
     return path
 
 

@@ -5,34 +5,21 @@ partial last line, which is cut off when the file is opened again."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 
 import structlog
 
-from edge_inspect.decision.aggregator import Verdict
+from edge_inspect.decision.verdict import Verdict
 
 log = structlog.get_logger(__name__)
 
 _TAIL = 1 << 16  # a record is a few hundred bytes; a partial line is shorter than this
 
 
-def finite_or_none(value: float) -> float | None:
-    """JSON has no NaN or infinity: a score that is not a number is written as null."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def record_dict(v: Verdict) -> dict:
-    """The record as JSON-safe values (a non-finite score becomes null)."""
-    rec = v.to_record()
-    rec["score"] = finite_or_none(rec["score"])
-    return rec
-
-
 def record_line(v: Verdict) -> bytes:
-    return (json.dumps(record_dict(v), separators=(",", ":")) + "\n").encode()
+    return (json.dumps(v.to_record(), separators=(",", ":")) + "\n").encode()
 
 
 def cut_partial_line(path: Path) -> int:

@@ -1,6 +1,6 @@
 """Putting a calibration into service: dated history, atomic replacement of the current file,
 rollback, and telling a running service to reload. Every write goes through
-`write_yaml_atomic` (temp file, fsync, rename), so an interrupted apply leaves the old current
+`edge_inspect.atomic` (temp file, fsync, rename), so an interrupted apply leaves the old current
 file as it was."""
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from pathlib import Path
 
 import structlog
 
-from edge_inspect.config import read_yaml_mapping
-from edge_inspect.decision.calibration import Calibration, load_calibration
-from edge_inspect.decision.initial import write_yaml_atomic
+from edge_inspect.atomic import write_atomic
+from edge_inspect.decision.calibration_file import (
+    Calibration,
+    load_calibration,
+    write_calibration,
+)
 from edge_inspect.errors import EdgeInspectError, InputDataError
 
 log = structlog.get_logger(__name__)
@@ -52,7 +55,7 @@ def _archive_current(current: Path) -> Calibration | None:
         return None
     dest = history_dir(current) / f"{cal.version}.yaml"
     if not dest.exists():
-        write_yaml_atomic(dest, read_yaml_mapping(current, "calibration"))
+        write_atomic(dest, current.read_bytes())
     return cal
 
 
@@ -60,9 +63,8 @@ def apply_calibration(cal: Calibration, current: Path) -> Path:
     """History first (the new one and the one it replaces), then the current file in one rename."""
     _archive_current(current)
     dest = history_dir(current) / f"{cal.version}.yaml"
-    data = cal.model_dump(mode="json")
-    write_yaml_atomic(dest, data)
-    write_yaml_atomic(current, data)
+    write_calibration(dest, cal)
+    write_calibration(current, cal)
     log.info("calibration_applied", version=cal.version, current=str(current), history=str(dest))
     return dest
 
@@ -98,7 +100,7 @@ def rollback(current: Path, model_sha256: str) -> tuple[Calibration, Calibration
             f"but the configured model is {model_sha256[:12]}: the service would refuse it; switch the "
             f"model back first, or calibrate this model (edge-inspect calibrate)"
         )
-    write_yaml_atomic(current, read_yaml_mapping(path, "calibration"))
+    write_atomic(current, path.read_bytes())
     log.info("calibration_rolled_back", version=target.version, replaced=now.version if now else None)
     return target, now
 

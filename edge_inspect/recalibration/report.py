@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import structlog
 
-from edge_inspect.calibration.proposal import Proposal, summary_lines
-from edge_inspect.calibration.scoring import BoardScores, board_pixels
+from edge_inspect.recalibration.proposal import Proposal, summary_lines
+from edge_inspect.recalibration.scoring import BoardScores, board_pixels
 
 log = structlog.get_logger(__name__)
 

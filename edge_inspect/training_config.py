@@ -1,4 +1,5 @@
-"""Training settings (the ``training:`` section of the YAML config).
+"""Training settings: the ``training:`` section of the YAML config, also stored in every
+checkpoint (the architecture keys rebuild its networks).
 
 No torch import here: the CPU runtime loads the whole config without the train extra.
 """
@@ -9,13 +10,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-#: model families selectable by ``training.model``
-MODEL_NAMES = ("ganomaly", "skip_ganomaly", "skip_attention", "skip_ganomaly_pp")
-#: every score the scoring graph can export (mirrors edge_inspect.models.scoring.ALL_SCORES,
-#: repeated here so the config loads without torch)
-SCORE_CHOICES = ("latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max")
-ScoreName = Literal["latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max"]
+from edge_inspect.models.names import (
+    ALL_SCORES,
+    D_SCORES,
+    GANOMALY_SCORES,
+    ModelName,
+    ScoreName,
+)
 
 
 class TrainingConfig(BaseModel):
@@ -24,7 +25,7 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Literal["ganomaly", "skip_ganomaly", "skip_attention", "skip_ganomaly_pp"] = "ganomaly"
+    model: ModelName = "ganomaly"
     attention_blocks: tuple[int, ...] | None = Field(
         None, description="skip_attention: encoder blocks (1-based) followed by self-attention; "
         "None = every block of at most 32x32 output; [4, 5] = MIFE",
@@ -97,7 +98,7 @@ class TrainingConfig(BaseModel):
                 problems.append("scores must be a non-empty list of distinct names")
             if self.model != "ganomaly" and "latent_l2" in self.scores:
                 problems.append("latent_l2 needs model ganomaly (encoder-decoder-encoder)")
-            if self.model == "ganomaly" and tuple(self.scores[:3]) != ("latent_l2", "image_l1", "residual_max"):
+            if self.model == "ganomaly" and tuple(self.scores[:3]) != GANOMALY_SCORES:
                 problems.append("ganomaly scores must start with latent_l2, image_l1, residual_max (ONNX contract)")
         if self.decision_score is not None and self.decision_score not in self.score_names():
             problems.append(f"decision_score {self.decision_score} is not among the exported scores {list(self.score_names())}")
@@ -110,8 +111,8 @@ class TrainingConfig(BaseModel):
         if self.scores is not None:
             return tuple(self.scores)
         if self.model == "ganomaly":
-            return ("latent_l2", "image_l1", "residual_max")
-        return tuple(s for s in SCORE_CHOICES if s != "latent_l2")
+            return GANOMALY_SCORES
+        return tuple(s for s in ALL_SCORES if s != "latent_l2")
 
     def decision(self) -> str:
         """The score calibration and the line decision use."""
@@ -122,4 +123,4 @@ class TrainingConfig(BaseModel):
 
     def needs_discriminator(self) -> bool:
         """Whether the scoring graph must carry D (a D-feature score is exported)."""
-        return bool({"feature_l1", "feature_l2", "combined", "pixel_max"} & set(self.score_names()))
+        return bool(D_SCORES & set(self.score_names()))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_inspect.decision.calibration import BoardRule
+from edge_inspect.decision.calibration_file import BoardRule
 
 # A float product like 0.07 * 100 can land just below an integer; floor must not lose it.
 _EPS = 1e-9

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from edge_inspect.decision.aggregator import Verdict
-from edge_inspect.decision.records import record_dict
+from edge_inspect.decision.verdict import Verdict
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +46,7 @@ class SqliteRecords:
         self._next_prune = time.monotonic()  # prune once at start
 
     def write(self, v: Verdict) -> None:
-        rec = record_dict(v)
+        rec = v.to_record()
         rec["reasons"] = json.dumps(rec["reasons"])
         rec["defects"] = json.dumps(rec["defects"])
         rec["incomplete"] = int(rec["incomplete"])

@@ -20,8 +20,8 @@ import numpy as np
 import structlog
 
 from edge_inspect.config import DriftConfig
-from edge_inspect.decision.aggregator import Verdict
-from edge_inspect.decision.calibration import Calibration
+from edge_inspect.decision.calibration_file import Calibration
+from edge_inspect.decision.verdict import Verdict
 
 log = structlog.get_logger(__name__)
 

@@ -6,7 +6,6 @@ oldest files are removed first."""
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from pathlib import Path
@@ -15,7 +14,8 @@ import cv2
 import numpy as np
 import structlog
 
-from edge_inspect.decision.aggregator import Verdict
+from edge_inspect.atomic import write_atomic
+from edge_inspect.decision.verdict import Verdict
 
 log = structlog.get_logger(__name__)
 
@@ -94,9 +94,7 @@ class HeatmapWriter:
             raise RuntimeError("PNG encoding failed")
         # Names sort by time of writing: t_verdict_ns is monotonic within a boot, board id breaks ties.
         name = f"{v.t_verdict_ns:020d}_board{v.board_id:08d}.png"
-        tmp = self.folder / f".{name}.tmp"
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, self.folder / name)
+        write_atomic(self.folder / name, data.tobytes())
         self._files.append((name, len(data)))
         self._bytes += len(data)
         self.written += 1

@@ -8,25 +8,21 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from edge_inspect.acquisition.ground_truth import resolve_scan
 from edge_inspect.acquisition.replay import scan_files
 from edge_inspect.config import Config
+from edge_inspect.datasets.contamination import (
+    Contamination,
+    contamination_tiles,
+    pick_contamination,
+)
+from edge_inspect.datasets.mvtec import mvtec_good_tiles
+from edge_inspect.datasets.tiles import check_tiles
 from edge_inspect.errors import ConfigError, InputDataError
 from edge_inspect.tiling.scan_tiles import iter_scan_tiles
-from edge_inspect.training.config import TrainingConfig
-from edge_inspect.training.contamination import Contamination, contamination_tiles, pick_contamination
-from edge_inspect.training.datasets import check_tiles, mvtec_good_tiles
+from edge_inspect.training_config import TrainingConfig
 
 log = structlog.get_logger(__name__)
-
-
-def resolve_scan(path: Path) -> Path:
-    """A `synth` output folder (with ground_truth.json) means its scan; anything else is taken
-    as replay takes it (a file, or a folder of frames)."""
-    if path.is_dir() and (path / "ground_truth.json").is_file():
-        for name in ("scan.png", "scan"):
-            if (path / name).exists():
-                return path / name
-    return path
 
 
 def tiles_from_scan(scan: Path, cfg: Config) -> np.ndarray:

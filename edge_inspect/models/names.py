@@ -1,0 +1,19 @@
+"""The names of the model zoo's members and of the scores a scoring graph can export: the one
+list the config schema, the networks, export and the docs all use. No torch here, so the
+runtime config loads without the train extra."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+ModelName = Literal["ganomaly", "skip_ganomaly", "skip_attention", "skip_ganomaly_pp"]
+ScoreName = Literal["latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max"]
+
+#: model families selectable by ``training.model``
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+#: every score the scoring graph can compute, in export order
+ALL_SCORES: tuple[str, ...] = get_args(ScoreName)
+#: output order of a GANomaly scoring graph without D (and its ONNX output names)
+GANOMALY_SCORES: tuple[str, ...] = ALL_SCORES[:3]
+#: scores that need the discriminator in the graph
+D_SCORES = frozenset({"feature_l1", "feature_l2", "combined", "pixel_max"})
