@@ -146,7 +146,7 @@ def record(args: argparse.Namespace) -> int:
         _until_stopped(copy_all, source.close, args.max_seconds)
     finally:
         rec.close()
-    counters = getattr(source, "counters", None)
+    counters = source.counters
     _out(f"recorded {rec.frames} frames to {args.out}"
          + (f" ({rec.chunks_removed} oldest chunks removed for the disk budget)" if rec.chunks_removed else ""))
     if counters:

@@ -6,19 +6,28 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import structlog
 
 from edge_inspect.acquisition.base import FrameSource
 from edge_inspect.config import Config
-from edge_inspect.decision.aggregator import BoardAggregator, Verdict
+from edge_inspect.decision.aggregator import BoardAggregator
 from edge_inspect.decision.calibration_file import Calibration
+from edge_inspect.decision.messages import (
+    BoardImage,
+    CalibrationChanged,
+    ModelSwapped,
+    Scored,
+)
+from edge_inspect.decision.verdict import Verdict
 from edge_inspect.errors import EdgeInspectError, InputDataError
-from edge_inspect.inference.base import Backend
+from edge_inspect.inference.base import Backend, Ticket
 from edge_inspect.inference.ring import RingClosed, TileRing
+from edge_inspect.monitoring.thumbnails import BoardThumbnails
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TileMeta, TilesCut
 from edge_inspect.tiling.tiler import Tiler
 
@@ -38,37 +47,14 @@ class PipelineObserver(Protocol):
     def board_image(self, v: Verdict, image: np.ndarray, scale: int) -> None: ...
 
 
-class _Thumbnails:
-    """Board pixels for heatmaps, kept cheaply in the tiling stage: every `scale`-th line and
-    column of each strip goes into a ring of downscaled lines indexed by the camera line counter
-    (one strided copy per strip, 1/scale^2 of its bytes). When a board ends, its rows are cut
-    out and travel to the decision stage beside the BoardEnded event; lost lines read as black."""
+@dataclass
+class _InFlight:
+    """A batch submitted to the backend and not yet collected (inference thread only)."""
 
-    def __init__(self, width: int, channels: int, scale: int, max_lines: int) -> None:
-        self.scale = scale
-        self._rows = max_lines // scale + 2
-        self._buf = np.zeros((self._rows, -(-width // scale), channels), np.uint8)
-        self._row_id = np.full(self._rows, -1, np.int64)
-
-    def add(self, lines: np.ndarray, first_line: int) -> None:
-        s = self.scale
-        off = (-first_line) % s
-        sub = lines[off::s, ::s]
-        if not len(sub):
-            return
-        r0 = (first_line + off) // s
-        ids = np.arange(r0, r0 + len(sub))
-        idx = ids % self._rows
-        self._buf[idx] = sub
-        self._row_id[idx] = ids
-
-    def board(self, start_line: int, end_line: int) -> np.ndarray:
-        s = self.scale
-        ids = np.arange(-(-start_line // s), -(-end_line // s))[-self._rows:]
-        idx = ids % self._rows
-        out = self._buf[idx]
-        out[self._row_id[idx] != ids] = 0
-        return out
+    ticket: Ticket
+    metas: list[TileMeta]
+    ring_end: int      # ring position just after its tiles: released once it is collected
+    t_submit: float
 
 
 @dataclass
@@ -105,7 +91,9 @@ class PipelineStats:
 class Pipeline:
     """Four threads joined by bounded queues. A live source is never blocked: a strip that
     finds the strip queue full is dropped and counted, and the tiler sees the line gap and
-    rejects the affected board as incomplete."""
+    rejects the affected board as incomplete. The inference stage keeps two batches in flight
+    (`Backend.submit`/`collect`): the next batch is gathered while the backend scores the
+    current one, and results go to the decision stage in submit order."""
 
     def __init__(
         self,
@@ -143,7 +131,11 @@ class Pipeline:
         self._ring = TileRing(cfg.inference.ring_tiles, t, channels, slots=slots)
         self._chunk = max(1, cfg.inference.ring_tiles // 2)
         b = cfg.inference.batch_size
-        self._gather = np.empty((b, t, t, channels), np.uint8)
+        # a batch whose tiles are not contiguous in the ring is gathered; two buffers, because the
+        # previous batch may still be read by the backend while the next one is gathered
+        self._gather = [np.empty((b, t, t, channels), np.uint8) for _ in range(2)]
+        self._next_gather = 0
+        self._in_flight: deque[_InFlight] = deque()
         self._agg = BoardAggregator(calibration, t, backend.model_sha256, source.name)
         self._strip_q: queue.Queue = queue.Queue(maxsize=cfg.output.strip_queue)
         self._infer_q: queue.Queue = queue.Queue()
@@ -154,15 +146,15 @@ class Pipeline:
         self._last_progress_ns = time.monotonic_ns()
         self.observer = observer
         seg = cfg.tiling.segmenter
-        self._thumbs = (_Thumbnails(width, channels, image_scale,
-                                    seg.max_board_lines + 2 * seg.min_gap_lines + 8 * cfg.camera.lines_per_frame)
+        self._thumbs = (BoardThumbnails(width, channels, image_scale,
+                                        seg.max_board_lines + 2 * seg.min_gap_lines + 8 * cfg.camera.lines_per_frame)
                         if image_scale > 0 and observer is not None else None)
-        self._images: dict[int, np.ndarray] = {}   # decision thread: board images awaiting verdicts
+        self._images: dict[int, BoardImage] = {}   # decision thread: board images awaiting verdicts
         self._t_last: dict[int, int] = {}          # decision thread: board id -> time of its last line
         #: per-stage work items done (strips in, strips tiled, batches scored, decision messages);
         #: the service's watchdog compares them with the backlogs to find a stalled stage
         self.progress = {"acquisition": 0, "tiling": 0, "inference": 0, "decision": 0}
-        self._pending_tiles = 0
+        self._pending_tiles = 0  # tiles of the batch being gathered and of the batches in flight
         self._new_backend: tuple[Backend, Calibration] | None = None
         self._swap_lock = threading.Lock()
         self._straddling: set[int] = set()  # boards open when the model changed (decision thread)
@@ -201,7 +193,7 @@ class Pipeline:
     def set_calibration(self, cal: Calibration) -> None:
         """New thresholds, same model: applied by the decision stage in stream order, so every
         verdict after it uses them and no frame waits."""
-        self._decision_q.put(("calibration", cal))
+        self._decision_q.put(CalibrationChanged(cal))
 
     def set_backend(self, backend: Backend, cal: Calibration) -> None:
         """New model (and its calibration): the inference stage swaps it in between two batches;
@@ -331,7 +323,8 @@ class Pipeline:
                 self.stats.tiles += n
             elif isinstance(ev, (BoardStarted, BoardEnded)):
                 if isinstance(ev, BoardEnded) and self._thumbs is not None:
-                    self._decision_q.put(("image", ev.board_id, self._thumbs.board(ev.start_line, ev.end_line)))
+                    image = self._thumbs.board(ev.start_line, ev.end_line)
+                    self._decision_q.put(BoardImage(ev.board_id, image, self._thumbs.scale))
                 self._decision_q.put(ev)
         return busy
 
@@ -345,12 +338,16 @@ class Pipeline:
         try:
             while True:
                 timeout = 0.5 if n == 0 else max(0.0, deadline - time.monotonic())
+                if n == 0 and self._in_flight:
+                    timeout = 0.0  # nothing to gather yet: do not hold back a batch in flight
                 try:
                     item = self._infer_q.get(timeout=timeout)
                 except queue.Empty:
                     if n:
-                        busy += self._score(items, n)
+                        busy += self._submit(items, n)
                         items, n = [], 0
+                    elif self._in_flight:
+                        busy += self._collect_oldest()
                     continue
                 if item is _END:
                     break
@@ -363,17 +360,21 @@ class Pipeline:
                     start += take
                     metas = metas[take:]
                     n += take
-                    self._pending_tiles = n
+                    self._pending_tiles += take
                     if n == b:
-                        busy += self._score(items, n)
+                        busy += self._submit(items, n)
                         items, n = [], 0
             if n:
-                busy += self._score(items, n)
+                busy += self._submit(items, n)
+            while self._in_flight:
+                busy += self._collect_oldest()
         finally:
             self.stats.stage_s.inference = busy
             self._decision_q.put(_END)
 
-    def _score(self, items: list[tuple[int, list[TileMeta]]], n: int) -> float:
+    def _submit(self, items: list[tuple[int, list[TileMeta]]], n: int) -> float:
+        """Hand one batch to the backend; then, with two batches in flight, wait for the older
+        one. Returns busy seconds."""
         cap = self._ring.capacity
         first = items[0][0]
         contiguous = all(
@@ -381,42 +382,66 @@ class Pipeline:
             for (s, _), off in zip(items, np.cumsum([0] + [len(m) for _, m in items[:-1]]))
         )
         t = time.perf_counter()
+        busy = 0.0
+        if self._new_backend is not None:
+            busy += self._swap_backend()
+            t = time.perf_counter()
         if contiguous:
             batch = self._ring.view(first, n)
         else:
+            gather = self._gather[self._next_gather]
+            self._next_gather ^= 1
             off = 0
             for s, m in items:
-                self._gather[off:off + len(m)] = self._ring.view(s, len(m))
+                gather[off:off + len(m)] = self._ring.view(s, len(m))
                 off += len(m)
-            batch = self._gather[:n]
-        if self._new_backend is not None:
-            self._swap_backend()
-        scores = self.backend.score(batch)[self._score_name]
-        busy = time.perf_counter() - t
+            batch = gather[:n]
+        ticket = self.backend.submit(batch)
         last_start, last_metas = items[-1]
-        self._ring.release(last_start + len(last_metas))
-        metas = [m for _, ms in items for m in ms]
-        self._decision_q.put(("scored", metas, scores))
-        self.stats.batches += 1
-        self.progress["inference"] += 1
-        self._pending_tiles = 0
-        self._last_progress_ns = time.monotonic_ns()
-        if self.observer is not None:
-            self.observer.batch_scored(n, busy)
+        self._in_flight.append(_InFlight(ticket, [m for _, ms in items for m in ms],
+                                         last_start + len(last_metas), t))
+        busy += time.perf_counter() - t
+        while len(self._in_flight) > 1:
+            busy += self._collect_oldest()
         return busy
 
-    def _swap_backend(self) -> None:
-        """Inference thread, between batches: the next batch is scored by the new model."""
+    def _collect_oldest(self) -> float:
+        """Wait for the oldest batch in flight, free its ring slots and pass its scores on."""
+        t = time.perf_counter()
+        job = self._in_flight.popleft()
+        scores = self.backend.collect(job.ticket)[self._score_name]
+        done = time.perf_counter()
+        self._ring.release(job.ring_end)
+        self._decision_q.put(Scored(job.metas, scores))
+        self.stats.batches += 1
+        self.progress["inference"] += 1
+        self._pending_tiles -= len(job.metas)
+        self._last_progress_ns = time.monotonic_ns()
+        if self.observer is not None:
+            self.observer.batch_scored(len(job.metas), done - job.t_submit)
+        return done - t
+
+    def _swap_backend(self) -> float:
+        """Inference thread, between batches: what the old model has in flight is finished first,
+        then the next batch is scored by the new model. Returns busy seconds."""
+        busy = 0.0
+        while self._in_flight:
+            busy += self._collect_oldest()
         with self._swap_lock:
             backend, cal = self._new_backend  # type: ignore[misc]
             self._new_backend = None
         old, self.backend = self.backend, backend
         self._score_name = cal.score
-        self._decision_q.put(("model", backend.model_sha256, cal))
+        self._decision_q.put(ModelSwapped(backend.model_sha256, cal))
         self.retired_backends.append(old)
         log.info("model_swapped", old=old.model_sha256[:12], new=backend.model_sha256[:12], calibration=cal.version)
+        return busy
 
     def _decide(self) -> None:
+        handlers: dict[type, Callable[[Any], list[Verdict]]] = {
+            BoardStarted: self._on_started, BoardEnded: self._on_ended, Scored: self._on_scored,
+            BoardImage: self._on_image, ModelSwapped: self._on_model, CalibrationChanged: self._on_calibration,
+        }
         busy = 0.0
         while True:
             item = self._decision_q.get()
@@ -424,31 +449,38 @@ class Pipeline:
                 break
             t = time.perf_counter()
             self.progress["decision"] += 1
-            if isinstance(item, BoardStarted):
-                self._agg.started(item)
-                verdicts = []
-            elif isinstance(item, BoardEnded):
-                self._t_last[item.board_id] = item.t_last_ns
-                verdicts = self._agg.ended(item)
-            elif item[0] == "scored":
-                verdicts = self._agg.scored(item[1], item[2])
-            elif item[0] == "image":
-                self._images[item[1]] = item[2]
-                verdicts = []
-            elif item[0] == "model":  # ("model", sha256, cal): later scores come from the new model
-                self._straddling = set(self._agg._boards)  # noqa: SLF001 - boards holding old-model scores
-                self._agg.model = item[1][:12]
-                self._agg.set_calibration(item[2])
-                verdicts = []
-            else:  # ("calibration", cal)
-                self._agg.set_calibration(item[1])
-                verdicts = []
-            for v in verdicts:
+            for v in handlers[type(item)](item):
                 self._emit(v)
             busy += time.perf_counter() - t
         for v in self._agg.abandon_open(self.stats.error or "stream ended before the board was scored"):
             self._emit(v)
         self.stats.stage_s.decision = busy
+
+    # -- decision-stage handlers, one per message type -----------------------------------
+    def _on_started(self, ev: BoardStarted) -> list[Verdict]:
+        self._agg.started(ev)
+        return []
+
+    def _on_ended(self, ev: BoardEnded) -> list[Verdict]:
+        self._t_last[ev.board_id] = ev.t_last_ns
+        return self._agg.ended(ev)
+
+    def _on_scored(self, msg: Scored) -> list[Verdict]:
+        return self._agg.scored(msg.metas, msg.scores)
+
+    def _on_image(self, msg: BoardImage) -> list[Verdict]:
+        self._images[msg.board_id] = msg
+        return []
+
+    def _on_model(self, msg: ModelSwapped) -> list[Verdict]:
+        """Later scores come from the new model: boards holding old-model scores are straddling."""
+        self._straddling = self._agg.open_board_ids()
+        self._agg.set_model(msg.model_sha256, msg.calibration)
+        return []
+
+    def _on_calibration(self, msg: CalibrationChanged) -> list[Verdict]:
+        self._agg.set_calibration(msg.calibration)
+        return []
 
     def _emit(self, v: Verdict) -> None:
         if v.board_id in self._straddling:
@@ -466,5 +498,5 @@ class Pipeline:
         obs = self.observer
         if obs is not None:
             obs.verdict(v, t_last)
-            if image is not None and v.verdict == "reject" and self._thumbs is not None:
-                obs.board_image(v, image, self._thumbs.scale)
+            if image is not None and v.verdict == "reject":
+                obs.board_image(v, image.image, image.scale)

@@ -19,7 +19,12 @@ from edge_inspect.config import (
 )
 from edge_inspect.errors import ConfigError, InputDataError
 from edge_inspect.export.engine import check_profile
-from edge_inspect.inference.engine_manifest import ENGINE_FORMAT, RuntimeInfo, check_engine_manifest, verify_engine
+from edge_inspect.inference.engine_manifest import (
+    ENGINE_FORMAT,
+    RuntimeInfo,
+    check_engine_manifest,
+    verify_engine,
+)
 from edge_inspect.inference.manifest import sha256_file
 from edge_inspect.inference.registry import create_backend
 from edge_inspect.inference.ring import TileRing

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from conftest import ROOT, run_cli
 from edge_inspect.acquisition.ground_truth import compare
 from edge_inspect.acquisition.replay import ReplaySource
 from edge_inspect.decision.calibration_file import load_calibration
+from edge_inspect.inference.in_flight import InFlight
 from edge_inspect.inference.registry import create_backend
 from edge_inspect.pipeline import Pipeline
 
@@ -63,6 +66,69 @@ def test_live_source_overrun_drops_strips_and_rejects_affected_boards(demo_cfg, 
     lost = [v for v in verdicts if v.incomplete]
     assert lost and all(v.verdict == "reject" for v in lost)
     assert all(any(r.startswith("incomplete") for r in v.reasons) for v in lost)
+
+
+class _Slot:
+    busy = None
+
+
+class AsyncStandIn(InFlight):
+    """Stands in for a GPU backend, which cannot exist here: InFlight's real slot bookkeeping,
+    but each launched batch is scored by ONNX Runtime on its own thread after a random delay,
+    reading the tiles only then, as a GPU's asynchronous copy would. A pipeline that freed or
+    overwrote a batch's ring slots before collecting it would change scores; one that passed
+    results on out of order would mis-assign them."""
+
+    def __init__(self, ort, seed: int) -> None:
+        self._ort = ort
+        self.name, self.model_sha256, self.score_names = "async-stand-in", ort.model_sha256, ort.score_names
+        self.tile_size, self.channels = ort.tile_size, ort.channels
+        self._max_batch = 16
+        self._slots = [_Slot(), _Slot()]
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+
+    def _launch(self, slot, tiles):
+        delay = float(self._rng.uniform(0.005, 0.03))
+        with self._lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+
+        def work():
+            time.sleep(delay)
+            slot.out = self._ort.score(tiles)
+
+        slot.thread = threading.Thread(target=work)
+        slot.thread.start()
+
+    def _finish(self, slot, n):
+        slot.thread.join()
+        with self._lock:
+            self.running -= 1
+        return slot.out
+
+    def close(self):
+        self._ort.close()
+
+
+def test_two_batches_in_flight_keep_order_and_scores(demo_cfg, small_scan):
+    """The inference stage keeps two batches in flight: verdicts, their order and every score
+    are those of the synchronous backend, on a small ring that wraps (gathered batches too)."""
+    cfg = with_inference(demo_cfg, batch_size=7, ring_tiles=14, max_wait_ms=1)
+    _, want = replay(cfg, small_scan)
+    backend = AsyncStandIn(create_backend(cfg.inference.backend), seed=3)
+    src = ReplaySource(small_scan, cfg.camera.lines_per_frame, cfg.camera.line_rate_hz, "max")
+    got = []
+    stats = Pipeline(cfg, src, backend, load_calibration(cfg.decision.calibration), got.append,
+                     src.width, src.channels).run()
+    assert stats.error is None and backend.most_running == 2  # the overlap really happened
+    assert [v.board_id for v in got] == [v.board_id for v in want]
+    for a, b in zip(got, want):
+        assert a.verdict == b.verdict and a.n_tiles == b.n_tiles
+        np.testing.assert_allclose(a.tile_scores, b.tile_scores, rtol=1e-5)
+        assert [(m.row, m.col) for m in a.tile_metas] == [(m.row, m.col) for m in b.tile_metas]
 
 
 @pytest.mark.slow

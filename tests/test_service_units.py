@@ -16,6 +16,7 @@ import pytest
 from conftest import DEMO_CAL, DEMO_MODEL
 from structlog.testing import capture_logs
 
+from edge_inspect.acquisition.base import AcquisitionCounters
 from edge_inspect.acquisition.replay import ReplaySource
 from edge_inspect.config import (
     Config,
@@ -29,8 +30,9 @@ from edge_inspect.inference.base import warm_up
 from edge_inspect.inference.registry import create_backend
 from edge_inspect.monitoring.drift import DriftMonitor, ks_distance
 from edge_inspect.monitoring.heatmaps import HeatmapWriter, render_overlay
+from edge_inspect.monitoring.thumbnails import BoardThumbnails
 from edge_inspect.outputs.tcp import TcpSink
-from edge_inspect.pipeline import Pipeline, _Thumbnails
+from edge_inspect.pipeline import Pipeline
 from edge_inspect.records.sqlite import SqliteRecords, read_records
 from edge_inspect.service.heap import HeapTrimmer
 from edge_inspect.service.notify import Notifier
@@ -235,7 +237,7 @@ def test_calibration_good_scores_must_be_ascending():
 
 
 def test_thumbnails_follow_the_line_counter():
-    th = _Thumbnails(width=64, channels=1, scale=4, max_lines=400)
+    th = BoardThumbnails(width=64, channels=1, scale=4, max_lines=400)
     lines = np.arange(100, dtype=np.uint8)[:, None, None].repeat(64, 1)
     th.add(lines[:30], 10)   # lines 10..39
     th.add(lines[30:], 40)   # 40..109
@@ -269,13 +271,12 @@ class _StubPipe:
         return dict(self.waiting)
 
 
-class _Counters:
-    timeouts = 0
-
-
 class _Camera:
-    counters = _Counters()
-    image_acquirer = object()
+    """The two things the watchdog reads of a camera source (FrameSource.counters/reconnecting)."""
+
+    def __init__(self) -> None:
+        self.counters = AcquisitionCounters()
+        self.reconnecting = False
 
 
 def test_stall_monitor():
@@ -295,7 +296,7 @@ def test_stall_monitor():
     cam.counters.timeouts += 1
     assert m.stalled(t + 5_100_000_000) == []
     pipe.waiting["inference"] = 0
-    cam.image_acquirer = None                                     # reconnect back-off: alive
+    cam.reconnecting = True                                       # reconnect back-off: alive
     assert m.stalled(t + 9_000_000_000) == []
 
 

@@ -31,6 +31,8 @@ class LoopingSource:
         self.width = self._current.width
         self.channels = self._current.channels
         self.lines_per_frame = self._current.lines_per_frame
+        self.counters = None
+        self.reconnecting = False
         self._stop = threading.Event()
 
     def strips(self) -> Iterator[Strip]:

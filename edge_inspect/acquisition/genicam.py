@@ -32,7 +32,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,7 +39,7 @@ import cv2
 import numpy as np
 import structlog
 
-from edge_inspect.acquisition.base import Strip
+from edge_inspect.acquisition.base import AcquisitionCounters, Strip
 from edge_inspect.config import CameraSourceConfig, Config
 from edge_inspect.errors import ConfigError, InputDataError
 
@@ -84,20 +83,6 @@ def convert_frame(rows: np.ndarray, pixel_format: str, dst: np.ndarray) -> None:
 
 class CameraUnavailableError(InputDataError):
     """No producer, no matching device, or the device cannot be opened (exit 1: it may come back)."""
-
-
-@dataclass
-class AcquisitionCounters:
-    """What the acquisition saw; read at any time (plain ints, updated by the strips() thread)."""
-
-    frames: int = 0
-    lost_frames: int = 0  # frame-id gaps: frames the producer or camera dropped
-    incomplete_buffers: int = 0  # buffers the producer flagged incomplete, or of the wrong size/format
-    timeouts: int = 0  # fetch_timeout_s passed without a frame
-    reconnects: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def _harvesters() -> tuple[Any, Any, Any, Any]:
@@ -482,6 +467,11 @@ class GenicamSource:
         touch it only while holding `io_lock`: harvesters frees buffer memory in destroy() and
         stop(), and doing that under a running fetch crashes the process."""
         return self._ia
+
+    @property
+    def reconnecting(self) -> bool:
+        """True while the camera is gone and the source waits in its reconnect back-off."""
+        return self._ia is None
 
     def with_node_map(self, fn: Any) -> Any:
         """Call fn(node_map) on the camera's remote-device node map under `io_lock`, so the

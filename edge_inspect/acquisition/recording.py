@@ -302,6 +302,8 @@ class RecordingSource:
         self.channels = self.meta["channels"]
         self.lines_per_frame = self.meta["lines_per_frame"]
         self.live = speed == "realtime"
+        self.counters = None  # the recording's gaps are in its line counters
+        self.reconnecting = False
         self._stop = threading.Event()
         self.files = [p for _, p in _chunk_files(self.path)]
         if not self.files:

@@ -69,6 +69,8 @@ class ReplaySource:
         self.lines_per_frame = lines_per_frame
         self.line_rate_hz = line_rate_hz
         self.live = speed == "realtime"
+        self.counters = None  # a file has no camera counters
+        self.reconnecting = False
         self._stop = threading.Event()
         first = read_scan_image(self.files[0])
         self.width, self.channels = first.shape[1], first.shape[2]

@@ -39,6 +39,11 @@ class BoardAggregator:
     def set_calibration(self, cal: Calibration) -> None:
         self.cal = cal
 
+    def set_model(self, model_sha256: str, cal: Calibration) -> None:
+        """Scores from now on come from another model, judged by its own calibration."""
+        self.model = model_sha256[:12]
+        self.cal = cal
+
     def started(self, ev: BoardStarted) -> None:
         self._boards[ev.board_id] = _Board(ev.start_line, ev.t_ns)
 

@@ -55,14 +55,14 @@ class _PipelineCollector:
         if pipe is None:
             return
         st = pipe.stats
-        cam = getattr(self._svc.source, "counters", None)
+        cam = self._svc.source.counters
         counters = {
             "frames": ("frames received from the source", st.frames),
-            "lost_frames": ("frames the camera/producer lost (frame-id gaps)", getattr(cam, "lost_frames", 0)),
+            "lost_frames": ("frames the camera/producer lost (frame-id gaps)", cam.lost_frames if cam else 0),
             "lines_lost": ("camera lines missing from the line counter", st.lines_lost),
             "dropped_strips": ("strips dropped because the strip queue was full", st.dropped_strips),
-            "camera_timeouts": ("fetch timeouts (no frame within fetch_timeout_s)", getattr(cam, "timeouts", 0)),
-            "camera_reconnects": ("camera reconnects", getattr(cam, "reconnects", 0)),
+            "camera_timeouts": ("fetch timeouts (no frame within fetch_timeout_s)", cam.timeouts if cam else 0),
+            "camera_reconnects": ("camera reconnects", cam.reconnects if cam else 0),
             "tiles": ("tiles cut and sent to inference (rate() gives tiles/s)", st.tiles),
             "batches": ("batches scored", st.batches),
             "boards": ("board verdicts", st.boards),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import structlog
 
@@ -59,10 +60,12 @@ class Notifier:
         return self.send("WATCHDOG=1")
 
     def reloading(self) -> bool:
-        return self.send("RELOADING=1")
+        """Type=notify-reload wants the monotonic time with RELOADING=1."""
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
-    def ready_again(self) -> bool:
-        return self.send("READY=1")
+    def ready_again(self, status: str) -> bool:
+        """After a reload, whether it worked or not (the status says which)."""
+        return self.send("READY=1", f"STATUS={status}")
 
     def stopping(self) -> bool:
         return self.send("STOPPING=1")

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import structlog
@@ -34,6 +34,16 @@ from edge_inspect.service.heap import HeapTrimmer
 from edge_inspect.service.notify import Notifier
 from edge_inspect.service.watchdog import StallMonitor
 
+if TYPE_CHECKING:  # imported where used: start-up validates before these modules load
+    from edge_inspect.acquisition.base import FrameSource
+    from edge_inspect.inference.base import Backend
+    from edge_inspect.monitoring.drift import DriftMonitor
+    from edge_inspect.monitoring.heatmaps import HeatmapWriter
+    from edge_inspect.outputs.base import Sink
+    from edge_inspect.pipeline import Pipeline
+    from edge_inspect.records.keeper import RecordStore
+    from edge_inspect.service.metrics import Metrics
+
 log = structlog.get_logger(__name__)
 
 
@@ -48,20 +58,20 @@ def _file_stamp(path: Path) -> tuple[int, int] | None:
 class Service:
     """Holds what `run` opened; the decision thread calls `on_verdict` and the observer hooks."""
 
-    def __init__(self, cfg: Config, backend: Any, cal: Calibration, max_seconds: float | None = None,
+    def __init__(self, cfg: Config, backend: Backend, cal: Calibration, max_seconds: float | None = None,
                  environ: dict[str, str] | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
         self.cal = cal
         self.max_seconds = max_seconds
         self.notifier = Notifier(environ)
-        self.source: Any = None
-        self.pipeline: Any = None
-        self.sinks: list[Any] = []
-        self.records: Any = None
-        self.heatmaps: Any = None
-        self.metrics: Any = None
-        self.drift: Any = None
+        self.source: FrameSource | None = None
+        self.pipeline: Pipeline | None = None
+        self.sinks: list[Sink] = []
+        self.records: RecordKeeper | None = None
+        self.heatmaps: HeatmapWriter | None = None
+        self.metrics: Metrics | None = None
+        self.drift: DriftMonitor | None = None
         # the last 100,000 verdict latencies for the summary at stop: allocated once, never grows
         self._latencies = np.full(100_000, np.nan)
         self._n_latencies = 0
@@ -90,7 +100,7 @@ class Service:
             self.drift = DriftMonitor(cfg.drift, self.cal)
         # -- from here on things are written --
         rd, r = cfg.output.records_dir, cfg.records
-        stores: list[Any] = []
+        stores: list[RecordStore] = []
         if r.jsonl:
             from edge_inspect.records.jsonl import JsonlRecords
 
@@ -114,7 +124,7 @@ class Service:
             self._set_info()
             self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
 
-    def _warm(self, backend: Any) -> None:
+    def _warm(self, backend: Backend) -> None:
         """Every batch size once, before the backend scores boards (inference/base.py)."""
         b = self.cfg.inference.batch_size
         log.info("backend_warmed", backend=backend.name, model=backend.model_sha256[:12], batch_sizes=f"1..{b}",
@@ -208,7 +218,7 @@ class Service:
                 signal.signal(s, h)
             self.close()
         lat = self._latencies[:self._n_latencies]
-        counters = getattr(self.source, "counters", None)
+        counters = self.source.counters
         log.info("stopped", boards=st.boards, rejects=st.rejects, incomplete=st.incomplete, tiles=st.tiles,
                  tiles_per_s=round(st.tiles_per_s, 1), dropped_strips=st.dropped_strips, lines_lost=st.lines_lost,
                  error=st.error,
@@ -236,7 +246,7 @@ class Service:
         while (no frame waits); a reload that fails keeps the old state and says why."""
         from edge_inspect.inference.registry import create_backend
 
-        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        self.notifier.reloading()
         cfg = self.cfg
         path = cfg.decision.calibration
         new_backend = None
@@ -262,7 +272,7 @@ class Service:
                 new_backend.close()
             log.error("reload_failed", error=str(exc), kept_calibration=self.cal.version,
                       kept_model=self.backend.model_sha256[:12])
-            self.notifier.send("READY=1", f"STATUS=reload failed, kept {self.cal.version}: {exc}"[:400])
+            self.notifier.ready_again(f"reload failed, kept {self.cal.version}: {exc}"[:400])
             return
         old = self.cal.version
         self.cal = cal
@@ -271,7 +281,7 @@ class Service:
         self._set_info()
         log.info("reloaded", calibration=cal.version, previous_calibration=old,
                  model=self.backend.model_sha256[:12], model_changed=new_backend is not None)
-        self.notifier.send("READY=1", f"STATUS=reloaded calibration {cal.version}")
+        self.notifier.ready_again(f"reloaded calibration {cal.version}")
 
     def _release(self) -> None:
         """Close sinks (they deliver what they can), record files, heatmaps, metrics, backend."""
@@ -304,7 +314,7 @@ class Service:
 
 
 def run_service(cfg: Config, max_seconds: float | None,
-                model_and_calibration: Callable[[Config], tuple[Any, Calibration]]) -> int:
+                model_and_calibration: Callable[[Config], tuple[Backend, Calibration]]) -> int:
     backend, cal = model_and_calibration(cfg)
     svc = Service(cfg, backend, cal, max_seconds)
     try:

@@ -13,13 +13,18 @@ the service (Restart=on-failure after WatchdogSec)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+from edge_inspect.acquisition.base import FrameSource
+
+if TYPE_CHECKING:
+    from edge_inspect.pipeline import Pipeline
 
 _CAMERA_COUNTERS = ("timeouts", "reconnects", "lost_frames", "incomplete_buffers")
 
 
 class StallMonitor:
-    def __init__(self, pipeline: Any, source: Any, stall_after_s: float) -> None:
+    def __init__(self, pipeline: Pipeline, source: FrameSource, stall_after_s: float) -> None:
         self._pipe = pipeline
         self._source = source
         self._stall_ns = int(stall_after_s * 1e9)
@@ -29,7 +34,7 @@ class StallMonitor:
     def _acquisition_mark(self) -> int:
         """A number that changes whenever the acquisition loop does something."""
         mark = self._pipe.progress["acquisition"]
-        counters = getattr(self._source, "counters", None)
+        counters = self._source.counters
         if counters is not None:
             mark += sum(int(getattr(counters, c, 0)) for c in _CAMERA_COUNTERS)
         return mark
@@ -45,7 +50,7 @@ class StallMonitor:
             if mark != last_mark or backlog.get(stage, 0) == 0:
                 self._last[stage] = (mark, now)
                 continue
-            if stage == "acquisition" and getattr(self._source, "image_acquirer", True) is None:
+            if stage == "acquisition" and self._source.reconnecting:
                 self._last[stage] = (mark, now)  # in the camera's reconnect back-off: a loop that waits, not a hang
                 continue
             if now - since > self._stall_ns:
