@@ -17,17 +17,23 @@ from edge_inspect.errors import InputDataError
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".npy"}
 
 
+def read_uint8_npy(path: Path) -> np.ndarray:
+    """A .npy file of uint8 pixels (no pickles: a .npy runs no code); clear error otherwise."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputDataError(f"{path}: not a readable .npy array ({exc})") from None
+    if arr.dtype != np.uint8:
+        raise InputDataError(f"{path}: array must be uint8, got {arr.dtype}")
+    return arr
+
+
 def read_scan_image(path: Path) -> np.ndarray:
     """Read one scan file as uint8 [H, W, C] (RGB order for colour); clear error otherwise."""
     if not path.is_file():
         raise InputDataError(f"{path}: scan file not found")
     if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputDataError(f"{path}: not a readable .npy array ({exc})") from None
-        if arr.dtype != np.uint8:
-            raise InputDataError(f"{path}: scan array must be uint8, got {arr.dtype}")
+        arr = read_uint8_npy(path)
         if arr.ndim == 2:
             arr = arr[:, :, None]
         if arr.ndim != 3 or arr.shape[2] not in (1, 3):

@@ -14,6 +14,12 @@ from edge_inspect.config import format_validation_error, read_yaml_mapping
 from edge_inspect.errors import ConfigError
 
 
+#: The first calibration's rule (`export --calibration`, and `evaluate`'s validation threshold):
+#: the worst held-out good validation tile plus this headroom, since a few validation tiles
+#: underestimate the tail.
+MARGIN = 0.10
+
+
 class BoardRule(BaseModel):
     """How tile scores make a board score: `max` (the worst tile), `topk_mean` (mean of the k
     worst, steadier against single-tile noise) or `count` (number of tiles over the threshold)."""

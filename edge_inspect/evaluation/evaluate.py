@@ -44,7 +44,7 @@ from edge_inspect.evaluation.report import EvalReport
 from edge_inspect.evaluation.testset import list_test_images, read_mask
 from edge_inspect.models.checkpoint import load_checkpoint
 from edge_inspect.models.scoring import ScoringModel, map_tiles, preprocess
-from edge_inspect.recalibration.initial import MARGIN
+from edge_inspect.decision.calibration_file import MARGIN
 
 __all__ = ["PIXEL_BUDGET", "WORST_CASES", "EvalReport", "evaluate", "image_view", "validation_thresholds"]
 

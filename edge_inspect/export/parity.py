@@ -145,6 +145,7 @@ def load_tiles(source: Path, tile_size: int, channels: int, labels: Path | None 
     """Tiles to compare on: a `.npy` [N, T, T, C] (labels from `--labels F.npy|.txt`, one per
     tile); an MVTec-layout folder (its `test/` images tiled, labels from the folder names: good
     = 0, any defect = 1); or a scan (file, frame folder, synth output) cut by the pipeline's tiler."""
+    from edge_inspect.acquisition.replay import read_uint8_npy
     from edge_inspect.datasets.images import IMAGE_SUFFIXES, read_image, tile_image
     from edge_inspect.datasets.tiles import check_tiles
 
@@ -152,11 +153,7 @@ def load_tiles(source: Path, tile_size: int, channels: int, labels: Path | None 
     if not source.exists():
         raise InputDataError(f"{source}: tiles not found")
     if source.suffix.lower() == ".npy":
-        try:
-            arr = np.load(source, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputDataError(f"{source}: not a readable .npy ({exc})") from None
-        ts = TileSet(check_tiles(arr, tile_size, channels))
+        ts = TileSet(check_tiles(read_uint8_npy(source), tile_size, channels))
         if labels is not None:
             lab = _read_labels(labels)
             if len(lab) != len(ts.tiles):

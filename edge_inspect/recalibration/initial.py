@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from edge_inspect.decision.calibration_file import (
+    MARGIN,
     BoardRule,
     Calibration,
     write_calibration,
 )
 from edge_inspect.errors import InputDataError
 
-MARGIN = 0.10  # headroom over the worst validation tile: few validation tiles underestimate the tail
 
 
 def write_initial_calibration(val_scores: Path, score: str, model_sha256: str, out: Path) -> Calibration:
