@@ -178,7 +178,7 @@ def train(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise InputDataError(f"training needs the train extra (pip install 'edge-inspect[train]'): {exc}") from None
     from edge_inspect.datasets.contamination import record_contamination
-    from edge_inspect.datasets.sources import training_contamination, training_tiles
+    from edge_inspect.datasets.sources import training_contamination, training_data
 
     if getattr(args, "contaminate", None) is not None:  # the flag overrides training.contaminate
         from pydantic import ValidationError
@@ -189,14 +189,17 @@ def train(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             raise ConfigError(f"--contaminate {args.contaminate}: {exc.errors()[0]['msg']}") from None
         cfg = cfg.model_copy(update={"training": tc})
-    tiles = training_tiles(args.data, cfg)
+    data = training_data(args.data, cfg, args.data_kind)
+    _out(f"training data: {data.describe()}")
     picked, extra = training_contamination(args.data, cfg.training)
-    result = run_training(cfg.training, tiles, args.out, extra_train=extra)
+    result = run_training(cfg.training, data.images, args.out, extra_train=extra, trained_on=data.manifest())
     record_contamination(args.out, picked)
     if picked is not None:
         _out(f"contamination: {len(picked.images)} defect images mixed into training "
              f"(list in {args.out / 'contamination.json'})")
-    _out(f"checkpoint {result.checkpoint}")
+    _out(f"checkpoint {result.checkpoint} ({result.patches_seen} patches in {result.seconds:.0f} s, "
+         f"{result.epochs_run} epochs; decision score {result.decision_score}, kept validation "
+         f"{result.selected.get('validation')} by {result.selected.get('rule')})")
     return 0
 
 

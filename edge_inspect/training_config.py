@@ -34,8 +34,9 @@ class TrainingConfig(BaseModel):
         None, description="exported score outputs; None = the family's default (GANomaly: "
         "latent_l2, image_l1, residual_max; skip families: every score but latent_l2)",
     )
-    decision_score: ScoreName | None = Field(
-        None, description="score the decision (calibration) uses; None = residual_max"
+    decision_score: ScoreName | Literal["auto"] | None = Field(
+        None, description="score the decision (calibration) uses; None = residual_max; auto = the exported "
+        "score with the best proxy AUROC on the validation patches (training/proxy.py)"
     )
     score_lambda: float = Field(0.9, ge=0, le=1, description="lambda of the combined and pixel_max scores")
     w_lat: float = Field(1.0, ge=0, description="skip families: weight of the D-feature L2 (latent) loss")
@@ -69,11 +70,36 @@ class TrainingConfig(BaseModel):
     w_con: float = Field(50.0, ge=0, description="weight of the contextual (image L1) loss")
     w_enc: float = Field(1.0, ge=0, description="weight of the latent (encoder L2) loss")
     seed: int = Field(0, ge=0)
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="good tiles held out for thresholds")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of the good images (or scan boards) held out, whole, for checkpoint "
+        "selection, score normalisation and the first threshold")
     data_mode: Literal["resize", "tile"] = Field(
-        "tile", description="MVTec images: squeeze each to one tile, or tile at native resolution"
+        "tile", description="tile: patches at native resolution, as the tiler cuts at run time; resize: each "
+        "image squeezed to one tile (only when asked: it changes the scale of defects)"
     )
-    max_tiles: int | None = Field(None, ge=1, description="cap on training tiles (random subset)")
+    patch_stride: int | None = Field(
+        None, ge=1, description="grid step of validation and evaluation patches, and of an epoch's patch count; "
+        "None = isize // 2")
+    epoch_patches: int | None = Field(
+        None, ge=1, description="training patches (random crops) per epoch; None = the training images' grid "
+        "patches at patch_stride")
+    flip: bool = Field(True, description="random horizontal and vertical flips (false for a product with a direction)")
+    brightness_jitter: float = Field(
+        0.05, ge=0, le=0.3, description="augmentation: add up to +-this share of the grey range per patch")
+    contrast_jitter: float = Field(
+        0.05, ge=0, le=0.3, description="augmentation: scale contrast around the patch mean by 1 +- up to this")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine: decays to 0 at the end of the run (epochs or max_minutes, whichever "
+        "comes first), after a linear warm-up")
+    warmup: float = Field(0.03, ge=0, lt=0.5, description="share of the run with a rising learning rate")
+    val_every: int = Field(8192, ge=1, description="training patches between checkpoint evaluations")
+    select: Literal["proxy_auroc", "last"] = Field(
+        "proxy_auroc", description="keep the checkpoint with the best proxy AUROC on the validation patches "
+        "(good versus synthetic defects, training/proxy.py), or the last one")
+    normalize_scores: bool = Field(
+        True, description="scores as (raw - median) / (1.4826 MAD) of the validation patches")
+    max_val_patches: int = Field(1024, ge=8, description="cap on validation patches (an even seeded subset)")
+    max_tiles: int | None = Field(None, ge=1, description="cap on training images (or tiles; a random subset)")
     max_minutes: float | None = Field(None, gt=0, description="wall-clock cap; stops after the step")
     threads: int = Field(0, ge=0, le=1024, description="torch intra-op threads; 0 = torch default")
 
@@ -100,7 +126,7 @@ class TrainingConfig(BaseModel):
                 problems.append("latent_l2 needs model ganomaly (encoder-decoder-encoder)")
             if self.model == "ganomaly" and tuple(self.scores[:3]) != GANOMALY_SCORES:
                 problems.append("ganomaly scores must start with latent_l2, image_l1, residual_max (ONNX contract)")
-        if self.decision_score is not None and self.decision_score not in self.score_names():
+        if self.decision_score not in (None, "auto") and self.decision_score not in self.score_names():
             problems.append(f"decision_score {self.decision_score} is not among the exported scores {list(self.score_names())}")
         if problems:
             raise ValueError("; ".join(problems))
@@ -114,9 +140,14 @@ class TrainingConfig(BaseModel):
             return GANOMALY_SCORES
         return tuple(s for s in ALL_SCORES if s != "latent_l2")
 
+    def stride(self) -> int:
+        """Grid step of validation and evaluation patches."""
+        return self.patch_stride or max(1, self.isize // 2)
+
     def decision(self) -> str:
-        """The score calibration and the line decision use."""
-        if self.decision_score:
+        """The score calibration and the line decision use (``auto`` is resolved by training
+        and stored in the checkpoint; unresolved it reads as the default)."""
+        if self.decision_score and self.decision_score != "auto":
             return self.decision_score
         names = self.score_names()
         return "residual_max" if "residual_max" in names else names[0]

@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {"acquisition", "tiling", "inference", "decision", "monitoring"},
     "models": set(),
     "datasets": {"acquisition", "tiling"},
-    "training": {"models", "datasets"},
+    "training": {"models", "datasets", "evaluation"},
     "evaluation": {"models", "datasets", "decision"},
     "export": {"models", "datasets", "inference", "evaluation", "acquisition", "tiling"},
     "recalibration": {"acquisition", "tiling", "inference", "decision", "pipeline", "monitoring"},

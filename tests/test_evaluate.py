@@ -106,9 +106,10 @@ def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
 
 
 def make_mvtec(root: Path, n_train: int = 20, n_good: int = 6, defects: dict[str, int] | None = None,
-               seed: int = 0, masks: bool = True) -> Path:
-    """train/good, test/good (half stored grey, so colour conversion is exercised), test/<defect>
-    with dark 16x16 blobs (blob) or dark 3 px lines (scratch), and their masks."""
+               seed: int = 0, masks: bool = True, grey_train: bool = False) -> Path:
+    """train/good (colour, or grey with `grey_train`), test/good (half stored grey, so colour
+    conversion is exercised), test/<defect> with dark 16x16 blobs (blob) or dark 3 px lines
+    (scratch), and their masks."""
     rng = np.random.default_rng(seed)
     defects = {"blob": 5, "scratch": 4} if defects is None else defects
 
@@ -117,7 +118,8 @@ def make_mvtec(root: Path, n_train: int = 20, n_good: int = 6, defects: dict[str
         cv2.imwrite(str(path), img[..., ::-1] if img.ndim == 3 else img)
 
     for i in range(n_train):
-        save(root / "train" / "good" / f"{i:03d}.png", _texture(rng))
+        img = _texture(rng)
+        save(root / "train" / "good" / f"{i:03d}.png", cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if grey_train else img)
     for i in range(n_good):
         img = _texture(rng)
         save(root / "test" / "good" / f"{i:03d}.png", img if i % 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
@@ -160,10 +162,12 @@ def contaminated_model(tmp_path_factory: pytest.TempPathFactory, mvtec: Path) ->
 
 
 @pytest.fixture(scope="module")
-def tile_model(tmp_path_factory: pytest.TempPathFactory, mvtec: Path) -> Path:
-    """Tile mode (four 32 px tiles per 64 px image), grey, trained clean."""
+def tile_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tile mode (nine 32 px patches per 64 px image at the default stride 16), grey, trained
+    clean on the grey twin of `mvtec` (same seed: the same test images)."""
     pytest.importorskip("torch")
-    return _train(tmp_path_factory.mktemp("tile"), mvtec, "tile", nc=1, epochs=2)
+    grey = make_mvtec(tmp_path_factory.mktemp("mvtec_grey") / "ds", grey_train=True)
+    return _train(tmp_path_factory.mktemp("tile"), grey, "tile", nc=1, epochs=2)
 
 
 SCORE_KEYS = {"auroc", "aupr", "f1_max", "f1_max_threshold", "val_max", "val_threshold", "f1_at_val",
@@ -247,15 +251,15 @@ def test_evaluate_tile_mode_stitches_maps(tile_model: Path, mvtec: Path, tmp_pat
     from edge_inspect.models.checkpoint import load_checkpoint
     from edge_inspect.models.scoring import score_tiles
 
-    rep = evaluate(tile_model, mvtec, batch_size=3)  # 3 does not divide 4 tiles/image: batches span images
+    rep = evaluate(tile_model, mvtec, batch_size=4)  # 4 does not divide 9 tiles/image: batches span images
     doc = rep.doc
     assert doc["data_mode"] == "tile" and doc["nc"] == 1 and doc["test_set"]["excluded_contaminated"] == 0
     assert doc["test_set"]["defect"] == 9 and not (tile_model.parent / "contamination.json").exists()
     assert json.loads((tile_model.parent / "train.json").read_text())["contamination"] is None
     model, _ = load_checkpoint(tile_model)
     item = rep.items[-1]
-    tiles, view, origins = image_view(read_image(item.path, 1), 32, "tile")
-    assert tiles.shape == (4, 32, 32, 1) and view.shape == (64, 64, 1) and len(origins) == 4
+    tiles, view, origins = image_view(read_image(item.path, 1), 32, "tile", stride=16)  # the default: isize / 2
+    assert tiles.shape == (9, 32, 32, 1) and view.shape == (64, 64, 1) and len(origins) == 9
     direct = score_tiles(model, tiles)
     for name in doc["score_names"]:  # image score = the worst of its tiles
         assert rep.scores[name][-1] == pytest.approx(float(direct[name].max()), rel=1e-5)
@@ -313,7 +317,7 @@ def test_evaluate_bad_inputs(tile_model: Path, mvtec: Path, tmp_path: Path, caps
 @pytest.mark.train
 def test_contaminate_bad_inputs(mvtec: Path, tmp_path: Path, capsys) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(TINY_YAML.format(nc=1, epochs=1, mode="resize"), encoding="utf-8")
+    cfg.write_text(TINY_YAML.format(nc=3, epochs=1, mode="resize"), encoding="utf-8")
     base = ["train", "--config", str(cfg), "--data", str(mvtec), "--out", str(tmp_path / "m")]
     capsys.readouterr()
     assert main(["--log-level", "error", *base, "--contaminate", "0.7"]) == 78

@@ -10,10 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import cv2  # noqa: E402
 
-from edge_inspect.datasets.mvtec import mvtec_good_tiles  # noqa: E402
-from edge_inspect.datasets.tiles import split_train_val  # noqa: E402
 from edge_inspect.errors import InputDataError  # noqa: E402
 from edge_inspect.inference.manifest import sha256_file  # noqa: E402
 from edge_inspect.models.checkpoint import build_scoring_model, load_checkpoint  # noqa: E402
@@ -40,7 +37,9 @@ def _smooth_tiles(n: int, size: int, nc: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("run")
-    cfg = TrainingConfig(nc=3, epochs=4, batch_size=8, val_fraction=0.2, **TINY)
+    # the loop's mechanics on a few steps: no schedule or jitter to blur the loss trend
+    cfg = TrainingConfig(nc=3, epochs=4, batch_size=8, val_fraction=0.2, lr_schedule="constant",
+                         brightness_jitter=0, contrast_jitter=0, **TINY)
     result = train(cfg, _smooth_tiles(48, 32, 3), out)
     return cfg, result
 
@@ -173,61 +172,3 @@ def test_export_matches_torch(trained, tmp_path: Path, fp16: bool) -> None:
             assert g.dtype == np.float32 and g.shape == (b,)
             tol = dict(rtol=5e-2, atol=2e-2) if fp16 else dict(rtol=1e-3, atol=1e-5)
             np.testing.assert_allclose(g, want[name], **tol)
-
-
-def _write_mvtec(root: Path, colour: bool, sizes: list[tuple[int, int]]) -> None:
-    good = root / "train" / "good"
-    good.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i, (h, w) in enumerate(sizes):
-        shape = (h, w, 3) if colour else (h, w)
-        img = rng.integers(0, 256, size=shape, dtype=np.uint8)
-        cv2.imwrite(str(good / f"{i:03d}.{'png' if i % 2 == 0 else 'bmp'}"), img)
-
-
-@pytest.mark.parametrize("colour", [False, True])
-@pytest.mark.parametrize("nc", [1, 3])
-def test_mvtec_loader_modes(tmp_path: Path, colour: bool, nc: int) -> None:
-    _write_mvtec(tmp_path, colour, [(40, 70), (64, 64)])
-    resized = mvtec_good_tiles(tmp_path, isize=32, nc=nc, mode="resize")
-    assert resized.shape == (2, 32, 32, nc) and resized.dtype == np.uint8
-    tiled = mvtec_good_tiles(tmp_path, isize=32, nc=nc, mode="tile")
-    # 40x70 -> 2 rows x 3 cols (last tiles aligned to the edge); 64x64 -> 2 x 2
-    assert tiled.shape == (6 + 4, 32, 32, nc)
-
-
-def test_mvtec_tile_mode_keeps_native_pixels(tmp_path: Path) -> None:
-    good = tmp_path / "train" / "good"
-    good.mkdir(parents=True)
-    img = np.random.default_rng(1).integers(0, 256, size=(50, 40), dtype=np.uint8)
-    cv2.imwrite(str(good / "a.png"), img)
-    tiles = mvtec_good_tiles(tmp_path, isize=32, nc=1, mode="tile")
-    assert tiles.shape == (4, 32, 32, 1)
-    np.testing.assert_array_equal(tiles[0, :, :, 0], img[:32, :32])
-    np.testing.assert_array_equal(tiles[3, :, :, 0], img[18:, 8:])
-
-
-def test_mvtec_loader_errors(tmp_path: Path) -> None:
-    with pytest.raises(InputDataError, match="not found"):
-        mvtec_good_tiles(tmp_path / "nope", isize=32)
-    with pytest.raises(InputDataError, match="train/good"):
-        mvtec_good_tiles(tmp_path, isize=32)
-    good = tmp_path / "train" / "good"
-    good.mkdir(parents=True)
-    (good / "notes.txt").write_text("x")
-    with pytest.raises(InputDataError, match="no images"):
-        mvtec_good_tiles(tmp_path, isize=32)
-    (good / "broken.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(InputDataError, match="broken.png"):
-        mvtec_good_tiles(tmp_path, isize=32)
-
-
-def test_split_is_seeded_and_disjoint() -> None:
-    tiles = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1)
-    tr1, va1 = split_train_val(tiles, 0.2, seed=3)
-    tr2, va2 = split_train_val(tiles, 0.2, seed=3)
-    np.testing.assert_array_equal(va1, va2)
-    assert len(va1) == 10 and len(tr1) == 40
-    assert not set(tr1.ravel()) & set(va1.ravel())
-    tr3, va3 = split_train_val(tiles, 0.2, seed=3, max_tiles=5)
-    assert len(tr3) == 5 and len(va3) == 10

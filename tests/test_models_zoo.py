@@ -122,7 +122,8 @@ def trained(request, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp(model)
     extra = {"attention_blocks": (2, 3)} if model == "skip_attention" else {}
     cfg = TrainingConfig(model=model, isize=32, nc=3, epochs=3, batch_size=8, val_fraction=0.2,
-                         mse_augment=model == "skip_ganomaly", **TINY, **extra)
+                         mse_augment=model == "skip_ganomaly", lr_schedule="constant", brightness_jitter=0,
+                         contrast_jitter=0, **TINY, **extra)
     return cfg, train(cfg, _tiles(40, 32, 3), out)
 
 

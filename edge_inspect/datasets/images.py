@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from edge_inspect.errors import InputDataError
+from edge_inspect.tiling.cutter import grid_positions
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
@@ -31,8 +32,9 @@ def to_channels(img: np.ndarray, nc: int) -> np.ndarray:
     return np.repeat(img, nc, axis=-1)
 
 
-def read_image(path: Path, nc: int) -> np.ndarray:
-    """Read an image as uint8 HxWx``nc`` (RGB for colour); 16-bit images are scaled to 8 bits."""
+def read_image(path: Path, nc: int | None) -> np.ndarray:
+    """Read an image as uint8 HxWx``nc`` (RGB for colour; ``None``: as stored, 1 or 3 channels);
+    16-bit images are scaled to 8 bits."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputDataError(f"{path}: not a readable image (corrupt or unsupported format)")
@@ -48,27 +50,32 @@ def read_image(path: Path, nc: int) -> np.ndarray:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     else:
         raise InputDataError(f"{path}: unsupported channel count {img.shape[2]}")
-    return np.ascontiguousarray(to_channels(img, nc))
+    return np.ascontiguousarray(img if nc is None else to_channels(img, nc))
 
 
-def tile_starts(length: int, size: int) -> list[int]:
-    """Non-overlapping tile origins; the last tile is aligned to the edge so no pixel is lost."""
-    starts = list(range(0, length - size + 1, size))
-    if starts[-1] + size < length:
-        starts.append(length - size)
-    return starts
-
-
-def tile_image(img: np.ndarray, isize: int) -> np.ndarray:
-    """Cut HxWxC into [n, isize, isize, C] at native resolution (upscaled if a side is short)."""
+def pad_to_tile(img: np.ndarray, size: int) -> np.ndarray:
+    """`img` reflect-padded (centred) so both sides are at least `size`; unchanged if they are.
+    Padding, not resizing: the pixels keep their scale, as at run time."""
     h, w = img.shape[:2]
-    if min(h, w) < isize:
-        scale = isize / min(h, w)
-        size = (max(isize, round(w * scale)), max(isize, round(h * scale)))
-        img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR).reshape(size[1], size[0], -1)
-        h, w = img.shape[:2]
-    tiles = [img[y : y + isize, x : x + isize] for y in tile_starts(h, isize) for x in tile_starts(w, isize)]
-    return np.stack(tiles)
+    ph, pw = max(0, size - h), max(0, size - w)
+    if not ph and not pw:
+        return img
+    mode = "reflect" if ph < h and pw < w else "symmetric"  # reflect needs the pad below the size
+    return np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode=mode)
+
+
+def tile_origins(h: int, w: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """(y, x) of every tile of an h x w image: the run-time tiler's grid (every `stride`, the last
+    row and column aligned to the edge)."""
+    return [(y, x) for y in grid_positions(h, size, stride) for x in grid_positions(w, size, stride)]
+
+
+def image_tiles(img: np.ndarray, size: int, stride: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
+    """(tiles uint8 [n, size, size, C], their origins, the padded image they were cut from): the
+    image at native resolution on the tiler's grid (`stride` defaults to `size`: no overlap)."""
+    view = pad_to_tile(img, size)
+    origins = tile_origins(view.shape[0], view.shape[1], size, stride or size)
+    return np.stack([view[y:y + size, x:x + size] for y, x in origins]), origins, view
 
 
 def resize_to_tile(img: np.ndarray, isize: int) -> np.ndarray:

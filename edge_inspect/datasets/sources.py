@@ -1,63 +1,139 @@
-"""Where training tiles come from: an MVTec-layout folder, or good scans cut by the same tiler
-the pipeline uses, so training tiles look exactly like the tiles scored at the line."""
+"""Good training data in the forms plants have it, as a list of images for the patch recipe:
+
+* an MVTec-layout folder (its ``train/good`` images),
+* a folder of good images (any names; PNG, JPEG, TIFF, BMP),
+* a scan (an image file, a `synth` output folder, or a folder of frames with ``--data-kind scan``),
+* a recording (format c: a folder with ``recording.json``).
+
+Images keep their native resolution (``data_mode: resize`` squeezes them to one tile, only when
+asked). A scan or recording is cut by the run-time tiler, so training tiles are exactly the
+tiles the line scores. Grey data for a colour model (or the reverse) is refused, naming both.
+What was read is listed with its sha256, so the model can say what it was trained on."""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import structlog
 
 from edge_inspect.acquisition.ground_truth import resolve_scan
+from edge_inspect.acquisition.recording import is_recording
 from edge_inspect.acquisition.replay import scan_files
 from edge_inspect.config import Config
-from edge_inspect.datasets.contamination import (
-    Contamination,
-    contamination_tiles,
-    pick_contamination,
-)
-from edge_inspect.datasets.mvtec import mvtec_good_tiles
-from edge_inspect.datasets.tiles import check_tiles
+from edge_inspect.datasets.contamination import Contamination, contamination_images, pick_contamination
+from edge_inspect.datasets.images import IMAGE_SUFFIXES, read_image, resize_to_tile
+from edge_inspect.datasets.mvtec import list_good_images
 from edge_inspect.errors import ConfigError, InputDataError
 from edge_inspect.tiling.scan_tiles import iter_scan_tiles
 from edge_inspect.training_config import TrainingConfig
 
 log = structlog.get_logger(__name__)
 
-
-def tiles_from_scan(scan: Path, cfg: Config) -> np.ndarray:
-    blocks = list(iter_scan_tiles(scan, cfg))
-    if not blocks:
-        raise InputDataError(f"{scan}: no boards found, so no training tiles (check tiling.segmenter)")
-    return np.concatenate(blocks)
+DataKind = Literal["auto", "mvtec", "images", "scan", "recording"]
+_KIND_WORDS = {"mvtec": "MVTec-layout folder", "images": "folder of good images", "scan": "scan",
+               "recording": "recording"}
 
 
-def training_tiles(data: Path, cfg: Config) -> np.ndarray:
-    """Good tiles, uint8 [N, T, T, nc]."""
-    tc = cfg.training
-    if tc.isize != cfg.tiling.tile_size:
-        raise ConfigError(f"training.isize ({tc.isize}) must equal tiling.tile_size ({cfg.tiling.tile_size})")
+@dataclass
+class TrainingData:
+    """Good images (uint8 HxWxC) and where they came from."""
+
+    images: list[np.ndarray]
+    kind: str
+    path: Path
+    files: list[Path] = field(default_factory=list)
+
+    def describe(self) -> str:
+        pixels = sum(im.shape[0] * im.shape[1] for im in self.images)
+        unit = "tiles cut by the run-time tiler" if self.kind in ("scan", "recording") else "images"
+        return (f"{_KIND_WORDS[self.kind]} {self.path}: {len(self.images)} {unit} from {len(self.files)} file(s), "
+                f"{pixels / 1e6:.1f} Mpx")
+
+    def manifest(self) -> dict:
+        """What the model was trained on: the files with their sha256 (for `calibrate`'s check)."""
+        return {"kind": self.kind, "path": str(self.path),
+                "files": [{"path": str(f), "sha256": _sha256(f)} for f in self.files]}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    if path.is_dir():  # a recording: its chunks in order
+        for f in sorted(path.glob("chunk_*.npz")):
+            h.update(f.read_bytes())
+        return h.hexdigest()
+    h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def detect_kind(data: Path) -> str:
+    """auto: recording > MVTec folder > synth folder or image file (a scan) > folder of images."""
     if not data.exists():
         raise InputDataError(f"{data}: training data not found")
+    if is_recording(data):
+        return "recording"
     if (data / "train" / "good").is_dir():
-        tiles = mvtec_good_tiles(data, "train", tc.isize, tc.nc, mode=tc.data_mode)
+        return "mvtec"
+    if data.is_file() or (data / "ground_truth.json").is_file():
+        return "scan"
+    return "images"
+
+
+def _check_channels(img: np.ndarray, path: Path, nc: int) -> np.ndarray:
+    if img.shape[2] != nc:
+        have = "grey (1 channel)" if img.shape[2] == 1 else "colour (3 channels)"
+        want = "grey (1 channel)" if nc == 1 else "colour (3 channels)"
+        raise ConfigError(f"{path} is {have} but training.nc is {nc}, {want}: set training.nc to match the data")
+    return img
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputDataError(f"{folder}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def training_data(data: Path, cfg: Config, kind: DataKind = "auto") -> TrainingData:
+    """The good images of `data` (see the module docstring); says what it read in the log."""
+    tc = cfg.training
+    if tc.isize != cfg.tiling.tile_size:
+        raise ConfigError(f"training.isize ({tc.isize}) must equal tiling.tile_size ({cfg.tiling.tile_size}): "
+                          "the line cuts the tiles the model was trained on")
+    data = Path(data)
+    kind = detect_kind(data) if kind == "auto" else kind
+    if kind in ("mvtec", "images"):
+        files = list_good_images(data, "train") if kind == "mvtec" else _image_files(data)
+        images = [_check_channels(read_image(f, None), f, tc.nc) for f in files]
+        if tc.data_mode == "resize":
+            images = [resize_to_tile(im, tc.isize) for im in images]
+        out = TrainingData(images, kind, data, files)
     else:
-        scan = resolve_scan(data)
-        scan_files(scan)
-        tiles = tiles_from_scan(scan, cfg)
-        log.info("training_tiles_from_scan", scan=str(scan), tiles=len(tiles))
-    return check_tiles(tiles, tc.isize, tc.nc)
+        scan = data if kind == "recording" else resolve_scan(data)
+        files = [scan] if kind == "recording" else scan_files(scan)
+        blocks = list(iter_scan_tiles(scan, cfg))
+        if not blocks:
+            raise InputDataError(f"{scan}: no boards found, so no training tiles (check tiling.segmenter)")
+        tiles = np.concatenate(blocks)
+        _check_channels(tiles[0], scan, tc.nc)
+        out = TrainingData([tiles[i] for i in range(len(tiles))], kind, scan, files)
+    log.info("training_data", kind=kind, path=str(out.path), images=len(out.images), files=len(out.files))
+    return out
 
 
-def training_contamination(data: Path, tc: TrainingConfig) -> tuple[Contamination | None, np.ndarray | None]:
-    """``training.contaminate`` > 0: the seeded defect images (and their tiles) to add to the
-    training part only; (None, None) for a clean run."""
+def training_contamination(data: Path, tc: TrainingConfig) -> tuple[Contamination | None, list[np.ndarray] | None]:
+    """``training.contaminate`` > 0: the seeded defect images to add to the training part only;
+    (None, None) for a clean run."""
     if tc.contaminate <= 0:
         return None, None
     if not (data / "train" / "good").is_dir():
         raise InputDataError(f"{data}: --contaminate needs an MVTec-layout folder (train/good, test/<defect>)")
     picked = pick_contamination(data, tc.contaminate, tc.seed)
-    tiles = contamination_tiles(data, picked, tc.isize, tc.nc, tc.data_mode)
-    log.info("training_contamination", ratio=tc.contaminate, images=len(picked.images), tiles=len(tiles),
-             by_type=picked.by_type())
-    return picked, (tiles if len(tiles) else None)
+    images = contamination_images(data, picked, tc.nc)
+    if tc.data_mode == "resize":
+        images = [resize_to_tile(im, tc.isize) for im in images]
+    log.info("training_contamination", ratio=tc.contaminate, images=len(picked.images), by_type=picked.by_type())
+    return picked, (images or None)

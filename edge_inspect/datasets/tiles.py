@@ -19,23 +19,3 @@ def check_tiles(tiles: np.ndarray, isize: int, nc: int) -> np.ndarray:
     if len(tiles) == 0:
         raise InputDataError("no training tiles")
     return np.ascontiguousarray(to_channels(tiles, nc))
-
-
-def split_train_val(
-    tiles: np.ndarray, val_fraction: float, seed: int = 0, max_tiles: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split of good tiles into (train, validation).
-
-    ``max_tiles`` caps the training part (a random subset); validation keeps its share of the
-    whole set so thresholds still see the data's variety. With val_fraction > 0 and at least
-    two tiles, validation gets at least one tile.
-    """
-    n = len(tiles)
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * val_fraction))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    val_idx, train_idx = np.sort(order[:n_val]), order[n_val:]
-    if max_tiles is not None:
-        train_idx = train_idx[:max_tiles]
-    return tiles[np.sort(train_idx)], tiles[val_idx]

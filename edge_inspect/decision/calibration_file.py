@@ -13,7 +13,6 @@ from edge_inspect.atomic import write_atomic
 from edge_inspect.config import format_validation_error, read_yaml_mapping
 from edge_inspect.errors import ConfigError
 
-
 #: The first calibration's rule (`export --calibration`, and `evaluate`'s validation threshold):
 #: the worst held-out good validation tile plus this headroom, since a few validation tiles
 #: underestimate the tail.

@@ -18,19 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import structlog
 import torch
 import torch.nn.functional as F
 
 from edge_inspect.datasets.contamination import CONTAMINATION_FILE, read_contamination
-from edge_inspect.datasets.images import (
-    read_image,
-    resize_to_tile,
-    tile_image,
-    tile_starts,
-)
+from edge_inspect.datasets.images import image_tiles, read_image, resize_to_tile
+from edge_inspect.decision.calibration_file import MARGIN
 from edge_inspect.errors import InputDataError
 from edge_inspect.evaluation.metrics import (
     auroc,
@@ -44,7 +39,6 @@ from edge_inspect.evaluation.report import EvalReport
 from edge_inspect.evaluation.testset import list_test_images, read_mask
 from edge_inspect.models.checkpoint import load_checkpoint
 from edge_inspect.models.scoring import ScoringModel, map_tiles, preprocess
-from edge_inspect.decision.calibration_file import MARGIN
 
 __all__ = ["PIXEL_BUDGET", "WORST_CASES", "EvalReport", "evaluate", "image_view", "validation_thresholds"]
 
@@ -82,23 +76,19 @@ def validation_thresholds(ckpt: Path, names: tuple[str, ...]) -> tuple[dict[str,
 
 
 # -- images -> tiles -> maps -----------------------------------------------------------------------
-def image_view(img: np.ndarray, isize: int, mode: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+def image_view(img: np.ndarray, isize: int, mode: str, stride: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """(tiles [n, T, T, C], the image at map resolution, tile origins (y, x)).
 
     Mirrors the training preparation: ``resize`` squeezes to one tile; ``tile`` cuts at native
-    resolution (short sides upscaled as ``tile_image`` does), so the map lines up with the view.
+    resolution on the run-time tiler's grid at `stride` (a side shorter than the tile is
+    padded), so the map lines up with the view.
     """
     if mode == "resize":
         view = resize_to_tile(img, isize)
         return view[None], view, [(0, 0)]
-    h, w = img.shape[:2]
-    if min(h, w) < isize:  # tile_image's own upscale, done here so the map's size is known
-        scale = isize / min(h, w)
-        size = (max(isize, round(w * scale)), max(isize, round(h * scale)))
-        img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR).reshape(size[1], size[0], -1)
-        h, w = img.shape[:2]
-    origins = [(y, x) for y in tile_starts(h, isize) for x in tile_starts(w, isize)]
-    return tile_image(img, isize), img, origins
+    tiles, origins, view = image_tiles(img, isize, stride)
+    return tiles, view, origins
 
 
 def stitch(maps: np.ndarray, origins: list[tuple[int, int]], shape: tuple[int, int]) -> np.ndarray:
@@ -156,7 +146,10 @@ class _Scorer:
             handle.remove()
             self._x_hat = None
         out = {name: torch.cat([s[i] for s in scores]).numpy() for i, name in enumerate(names)}
-        return out, np.concatenate(maps)
+        # the map in its score's units (the graph normalises scores, not maps), so the score's
+        # validation threshold applies to it and its maximum is the score
+        centre, scale = self.model.normalization().get(self.map_score or "", (0.0, 1.0))
+        return out, (np.concatenate(maps) - centre) / scale
 
 
 def _device(name: str) -> torch.device:
@@ -253,7 +246,7 @@ def evaluate(model_path: Path, data: Path, batch_size: int = 32, device: str = "
 
     count = 0
     for i, it in enumerate(items):
-        tiles, view, origins = image_view(read_image(it.path, cfg.nc), cfg.isize, cfg.data_mode)
+        tiles, view, origins = image_view(read_image(it.path, cfg.nc), cfg.isize, cfg.data_mode, cfg.stride())
         pending.append((i, view.shape[:2], origins))
         pending_tiles.append(tiles)
         count += len(tiles)
@@ -350,7 +343,7 @@ def evaluate(model_path: Path, data: Path, batch_size: int = 32, device: str = "
     if plots is not None:
         def render(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             it = items[i]
-            tiles, view, origins = image_view(read_image(it.path, cfg.nc), cfg.isize, cfg.data_mode)
+            tiles, view, origins = image_view(read_image(it.path, cfg.nc), cfg.isize, cfg.data_mode, cfg.stride())
             _, maps = scorer(tiles)
             mask = read_mask(it.mask, view.shape[:2]) if it.mask is not None else None
             return view, stitch(maps, origins, view.shape[:2]), mask

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from edge_inspect.datasets.contamination import CONTAMINATION_FILE
-from edge_inspect.evaluation.testset import TestImage
 from edge_inspect.decision.calibration_file import MARGIN
+from edge_inspect.evaluation.testset import TestImage
 
 
 @dataclass

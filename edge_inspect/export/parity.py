@@ -146,7 +146,7 @@ def load_tiles(source: Path, tile_size: int, channels: int, labels: Path | None 
     tile); an MVTec-layout folder (its `test/` images tiled, labels from the folder names: good
     = 0, any defect = 1); or a scan (file, frame folder, synth output) cut by the pipeline's tiler."""
     from edge_inspect.acquisition.replay import read_uint8_npy
-    from edge_inspect.datasets.images import IMAGE_SUFFIXES, read_image, tile_image
+    from edge_inspect.datasets.images import IMAGE_SUFFIXES, image_tiles, read_image
     from edge_inspect.datasets.tiles import check_tiles
 
     source = Path(source)
@@ -165,7 +165,7 @@ def load_tiles(source: Path, tile_size: int, channels: int, labels: Path | None 
             raise InputDataError(f"{source / 'test'}: holds no images")
         blocks, owner, lab = [], [], []
         for k, path in enumerate(files):
-            t = tile_image(read_image(path, channels), tile_size)
+            t = image_tiles(read_image(path, channels), tile_size)[0]
             blocks.append(t)
             owner.append(np.full(len(t), k))
             lab.append(0 if path.parent.name == "good" else 1)
@@ -175,11 +175,14 @@ def load_tiles(source: Path, tile_size: int, channels: int, labels: Path | None 
     else:
         from edge_inspect.acquisition.ground_truth import resolve_scan
         from edge_inspect.config import Config
-        from edge_inspect.datasets.sources import tiles_from_scan
+        from edge_inspect.tiling.scan_tiles import iter_scan_tiles
 
         cfg = Config()
         cfg = cfg.model_copy(update={"tiling": cfg.tiling.model_copy(update={"tile_size": tile_size, "stride": tile_size})})
-        ts = TileSet(check_tiles(tiles_from_scan(resolve_scan(source), cfg), tile_size, channels))
+        blocks = list(iter_scan_tiles(resolve_scan(source), cfg))
+        if not blocks:
+            raise InputDataError(f"{source}: no boards found, so no tiles to compare (check tiling.segmenter)")
+        ts = TileSet(check_tiles(np.concatenate(blocks), tile_size, channels))
     if max_tiles is not None and len(ts.tiles) > max_tiles and ts.item_labels is None:
         ts.tiles = ts.tiles[:max_tiles]
     if ts.item_labels is not None and len(set(ts.item_labels.tolist())) < 2:

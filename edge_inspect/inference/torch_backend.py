@@ -20,7 +20,6 @@ On CUDA (untested here: this project's CI box has no GPU, see README "GPU backen
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,6 @@ class TorchBackend(InFlight):
                 "scores a training checkpoint), or use inference.backend.type: onnxruntime"
             ) from None
         from edge_inspect.models.checkpoint import load_checkpoint
-        from edge_inspect.models.scoring import ScoringModel
 
         self._torch = torch
         ckpt = Path(cfg.model)
@@ -112,10 +110,7 @@ class TorchBackend(InFlight):
             torch.set_num_threads(cfg.threads)
         self.half = bool(cfg.fp16 and self.cuda)
         if self.half:  # same construction as the FP16 ONNX export: nets in half, scores in FP32
-            model = ScoringModel(
-                copy.deepcopy(model.netg), model.residual_kernel, half=True, netd=copy.deepcopy(model.netd),
-                scores=model.score_names, lam=model.lam, vgg=copy.deepcopy(model.vgg),
-            )
+            model = model.as_half()
         model = model.eval().to(self.device)
         if self.cuda and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)

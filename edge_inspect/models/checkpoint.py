@@ -55,8 +55,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def load_nets(path: Path) -> tuple[torch.nn.Module, torch.nn.Module | None, TrainingConfig]:
     """(G, D or None, config) of a checkpoint in eval mode; D is None when the file has none."""
-    path = Path(path)
-    payload = read_checkpoint(path)
+    return _nets(Path(path), read_checkpoint(Path(path)))
+
+
+def _nets(path: Path, payload: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module | None, TrainingConfig]:
     try:
         cfg = TrainingConfig.model_validate(payload.get("config"))
     except ValidationError as exc:
@@ -77,10 +79,18 @@ def load_nets(path: Path) -> tuple[torch.nn.Module, torch.nn.Module | None, Trai
 
 
 def load_checkpoint(path: Path) -> tuple[ScoringModel, TrainingConfig]:
-    """Load ``model.pt`` safely (weights only) as an eval-mode ScoringModel and its config."""
-    netg, netd, cfg = load_nets(Path(path))
+    """Load ``model.pt`` safely (weights only) as an eval-mode ScoringModel, with the score
+    normalisation training fitted (``score_norm``; none in older checkpoints), and its config."""
+    path = Path(path)
+    payload = read_checkpoint(path)
+    netg, netd, cfg = _nets(path, payload)
     if netd is None and cfg.needs_discriminator():
         raise InputDataError(f"{path}: its scores need the discriminator, which the checkpoint lacks")
     model = build_scoring(cfg, netg, netd)
+    norm = payload.get("score_norm") or {}
+    try:
+        model.set_normalization({name: (float(c), float(s)) for name, (c, s) in norm.items()})
+    except (ValueError, TypeError) as exc:
+        raise InputDataError(f"{path}: invalid score normalisation ({exc})") from None
     model.eval()
     return model, cfg

@@ -8,6 +8,8 @@ pass of G (and of D, when a score needs it).
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -74,13 +76,20 @@ class ScoringModel(nn.Module):
       * ``feature_l1`` / ``feature_l2``: mean |f(x) - f(x_hat)| / mean (f(x) - f(x_hat))^2 of D's
         last features f (the wood study's discriminator residuals; Skip-GANomaly's latent score);
       * ``combined``: lam * image_l1 + (1 - lam) * feature_l2 (Skip-GANomaly's A(x), lam = 0.9;
-        the paper min-max scales both over a test set, which a per-tile graph cannot do);
+        the paper min-max scales both over a test set, which a per-tile graph cannot do; with a
+        score normalisation set, the two parts are normalised before they are combined);
       * ``pixel_max``: max of the FEGAN map S = lam * F + (1 - lam) * R, R the channel-mean
         |x - x_hat|, F the mean over feature stages (D's, or VGG19's when given) of the
         channel-mean |f(x) - f(x_hat)| upsampled bilinearly to the tile.
 
     ``half=True`` runs the networks in FP16 (for an FP16 export); input stays uint8 and the
     residuals and scores are computed in FP32.
+
+    Score normalisation (``set_normalization``, fitted by training on held-out good patches):
+    every output becomes (raw - centre) / scale, e.g. median and 1.4826 x MAD, so a score reads
+    "robust standard deviations above good surface" whatever its raw scale. It is a buffer of the
+    graph, so ONNX, TensorRT and torch all give the same normalised numbers; unset, it is the
+    identity (checkpoints written before it existed score as they did).
     """
 
     def __init__(
@@ -115,11 +124,39 @@ class ScoringModel(nn.Module):
         if netd is None and D_SCORES & set(names):
             raise ValueError(f"scores {sorted(D_SCORES & set(names))} need the discriminator (netd)")
         self.score_names: tuple[str, ...] = names
+        # (centre, scale) per score of ALL_SCORES, identity until set_normalization
+        self.register_buffer("score_norm", torch.tensor([[0.0, 1.0]] * len(ALL_SCORES)))
         self.half_precision = half
         if half:
             for net in (self.netg, self.netd, self.vgg):
                 if net is not None:
                     net.half()
+
+    def as_half(self) -> ScoringModel:
+        """An FP16 copy (networks in half, scores in FP32, the same normalisation): what the FP16
+        export and the torch backend on CUDA run."""
+        m = ScoringModel(copy.deepcopy(self.netg), self.residual_kernel, half=True, netd=copy.deepcopy(self.netd),
+                         scores=self.score_names, lam=self.lam, vgg=copy.deepcopy(self.vgg))
+        m.set_normalization(self.normalization())
+        return m.train(self.training)
+
+    def set_normalization(self, norm: dict[str, tuple[float, float]]) -> None:
+        """(centre, scale) per score name; scores not named keep the identity."""
+        table = self.score_norm.clone()
+        for name, (centre, scale) in norm.items():
+            if not scale > 0:
+                raise ValueError(f"normalisation scale of {name} must be > 0, got {scale}")
+            table[ALL_SCORES.index(name)] = torch.tensor([float(centre), float(scale)])
+        self.score_norm.copy_(table)
+
+    def normalization(self) -> dict[str, tuple[float, float]]:
+        """The (centre, scale) of every score that is not the identity."""
+        return {name: (float(c), float(s)) for name, (c, s) in zip(ALL_SCORES, self.score_norm.tolist())
+                if (c, s) != (0.0, 1.0)}
+
+    def _norm(self, name: str, raw: torch.Tensor) -> torch.Tensor:
+        i = ALL_SCORES.index(name)
+        return (raw - self.score_norm[i, 0]) / self.score_norm[i, 1]
 
     def _run(self, x: torch.Tensor, need_stages: bool) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """One pass of G (and D / VGG when needed); results in FP32."""
@@ -177,10 +214,11 @@ class ScoringModel(nn.Module):
             fdiff = last[:b] - last[b:]
             got["feature_l1"] = fdiff.abs().flatten(1).mean(1)
             got["feature_l2"] = fdiff.pow(2).flatten(1).mean(1)
-            got["combined"] = self.lam * got["image_l1"] + (1.0 - self.lam) * got["feature_l2"]
+            got["combined"] = (self.lam * self._norm("image_l1", got["image_l1"])
+                               + (1.0 - self.lam) * self._norm("feature_l2", got["feature_l2"]))
             if "pixel_max" in names:
                 got["pixel_max"] = self.anomaly_map(x, res).flatten(1).amax(1)
-        return tuple(got[name] for name in names)
+        return tuple(self._norm(name, got[name]) for name in names)
 
 
 @torch.no_grad()

@@ -17,7 +17,6 @@ from edge_inspect.decision.calibration_file import (
 from edge_inspect.errors import InputDataError
 
 
-
 def write_initial_calibration(val_scores: Path, score: str, model_sha256: str, out: Path) -> Calibration:
     try:
         with np.load(val_scores) as z:

@@ -8,15 +8,16 @@ from typing import Iterator
 
 import numpy as np
 
-from edge_inspect.acquisition.replay import ReplaySource
+from edge_inspect.acquisition.factory import open_scan
 from edge_inspect.config import Config
 from edge_inspect.tiling.events import TilesCut
 from edge_inspect.tiling.tiler import Tiler
 
 
 def iter_scan_tiles(scan: Path, cfg: Config) -> Iterator[np.ndarray]:
-    """Yield uint8 [n, T, T, C] blocks of tiles in scan order."""
-    src = ReplaySource(scan, cfg.camera.lines_per_frame, cfg.camera.line_rate_hz)
+    """Yield uint8 [n, T, T, C] blocks of tiles in scan order (a scan file or folder, or a
+    recording)."""
+    src = open_scan(scan, cfg)
     tiler = Tiler(cfg.tiling, src.width, src.channels)
     t = cfg.tiling.tile_size
 

@@ -1,5 +1,7 @@
-"""Training-time augmentation: flips, and FEGAN's M-SE self-enhancement (patches of a tile
-pasted elsewhere in the same tile, multi-scale aspect ratios, colour jittered).
+"""Training-time augmentation that keeps good product good: flips, brightness/contrast jitter
+within set limits (the same surface under a slightly different light), and FEGAN's M-SE
+self-enhancement (patches of a tile pasted elsewhere in the same tile, multi-scale aspect
+ratios, colour jittered), which is the one that makes synthetic oddities on purpose.
 
 M-SE makes synthetic, in-distribution "defects" from the tile itself; the generator gets the
 pasted tile and must reconstruct the clean one, so it learns to remove local oddities instead
@@ -12,7 +14,7 @@ import math
 
 import torch
 
-__all__ = ["flip", "mse_augment", "ASPECTS"]
+__all__ = ["flip", "jitter", "mse_augment", "ASPECTS"]
 
 #: patch aspect ratios (w / h) drawn uniformly: multi-scale, both orientations
 ASPECTS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -25,6 +27,16 @@ def flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     v = (torch.rand(b, generator=gen) < 0.5).view(b, 1, 1, 1).to(x.device)
     x = torch.where(h, x.flip(3), x)
     return torch.where(v, x.flip(2), x)
+
+
+def jitter(x: torch.Tensor, gen: torch.Generator, brightness: float, contrast: float) -> torch.Tensor:
+    """Per tile: contrast scaled around the tile's mean by 1 +- up to `contrast`, then up to
+    +-`brightness` of the grey range added ([-1, 1] is a range of 2); clipped to the range."""
+    b = x.shape[0]
+    gain = 1.0 + contrast * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
+    offset = 2.0 * brightness * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    return ((x - mean) * gain.to(x) + mean + offset.to(x)).clamp(-1.0, 1.0)
 
 
 def _rand(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:

@@ -4,7 +4,6 @@ AMP (FP16 autocast + gradient scaling) runs on CUDA only; on CPU the step is pla
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -34,23 +33,12 @@ class AdversarialStep:
         self.amp = bool(cfg.amp and device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.d_reinits = 0
-        # torch 2.13 CPU: training skip_ganomaly_pp through oneDNN corrupts the heap (free():
-        # invalid next size) at isize 64; the native kernels are correct, so oneDNN is off for it
-        self.avoid_onednn = device.type == "cpu" and cfg.model == "skip_ganomaly_pp"
 
     def generator_losses(self, x_in: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(x_hat, losses with 'err_g') for generator input ``x_in`` and clean target ``x``."""
         raise NotImplementedError
 
     def __call__(self, x_in: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
-        if self.avoid_onednn:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # the flags() call warns about Intel GPU TF32
-                with torch.backends.mkldnn.flags(enabled=False):
-                    return self._step(x_in, x)
-        return self._step(x_in, x)
-
-    def _step(self, x_in: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             x_hat, losses = self.generator_losses(x_in, x)
         self.opt_g.zero_grad(set_to_none=True)
