@@ -25,10 +25,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge-inspect", description=__doc__.splitlines()[0])
     ap.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
     ap.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    ap.add_argument("--progress-every", type=_non_negative_float, default=10.0, metavar="S",
+                    help="seconds between JSON progress events of long work when the logs are JSON "
+                         "(default: %(default)s); with console logs a progress bar is drawn instead")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("replay", help="run recorded scans through the inspection pipeline")
@@ -36,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--out", type=Path, default=None, help="folder for boards.jsonl (default: output.records_dir)")
     p.add_argument("--speed", choices=["max", "realtime"], default="max")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="also write DIR/report.html: summary, ground truth, score histogram, rejected and "
+                        "near-threshold boards as heatmaps (default: no report)")
 
     p = sub.add_parser("run", help="the inspection service on the configured source (camera)")
     _add_config(p)

@@ -177,10 +177,14 @@ DOC_KEYS = {"model", "model_family", "isize", "nc", "data_mode", "data", "score_
 def test_evaluate_end_to_end(contaminated_model: Path, mvtec: Path, tmp_path: Path, capsys) -> None:
     out_json, plots = tmp_path / "eval.json", tmp_path / "plots"
     capsys.readouterr()
-    rc = main(["--log-level", "warning", "evaluate", "--model", str(contaminated_model), "--data", str(mvtec),
-               "--json", str(out_json), "--plots", str(plots), "--batch-size", "4"])
-    stdout = capsys.readouterr().out
+    rc = main(["--log-format", "json", "--progress-every", "0", "evaluate", "--model", str(contaminated_model),
+               "--data", str(mvtec), "--json", str(out_json), "--plots", str(plots), "--batch-size", "4"])
+    stdout, stderr = capsys.readouterr()
     assert rc == 0
+    logged = [json.loads(x) for x in stderr.splitlines() if x.startswith("{")]
+    prog = [e for e in logged if e.get("event") == "progress"]
+    assert prog and {e["task"] for e in prog} == {"evaluate"} and prog[-1]["finished"]
+    assert prog[-1]["done"] == prog[-1]["total"] == 6 + 9 - 5 and prog[-1]["unit"] == "images"
     doc = json.loads(out_json.read_text())
     assert DOC_KEYS <= set(doc)
     names = doc["score_names"]
@@ -365,3 +369,4 @@ def test_evaluate_real_magnetic_tile_subset(tmp_path: Path) -> None:
                                "excluded_contaminated": 0, "excluded": []}
     assert all(0.0 <= m["auroc"] <= 1.0 for m in doc["scores"].values())
     assert doc["pixel"] is not None and 0.0 <= doc["pixel"]["auroc"] <= 1.0
+

@@ -157,8 +157,8 @@ class Service:
             self.metrics.verdict_latency.observe(dt)
 
     def board_image(self, v: Verdict, image: np.ndarray, scale: int) -> None:
-        if self.heatmaps is not None:
-            self.heatmaps.submit(v, image, scale, self.cal.tile_threshold)
+        if self.heatmaps is not None and v.verdict == "reject":
+            self.heatmaps.submit(v, image, scale, self.cal.tile_threshold, self.source.name)
 
     # -- supervision --------------------------------------------------------------------------
     def run(self) -> int:
