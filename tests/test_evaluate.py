@@ -370,3 +370,18 @@ def test_evaluate_real_magnetic_tile_subset(tmp_path: Path) -> None:
     assert all(0.0 <= m["auroc"] <= 1.0 for m in doc["scores"].values())
     assert doc["pixel"] is not None and 0.0 <= doc["pixel"]["auroc"] <= 1.0
 
+
+def test_per_type_table_keeps_whole_type_names() -> None:
+    from edge_inspect.evaluation.report import EvalReport
+
+    metrics = {"auroc": 0.9, "aupr": 0.8, "f1_max": 0.7, "f1_max_threshold": 0.5, "val_threshold": 0.6,
+               "f1_at_val": 0.6, "tpr_at_val": 0.5, "fpr_at_val": 0.1, "pixel_auroc": None, "iou_mean": None,
+               "per_type": {"black_stain": {"auroc": 0.875}, "knot": {"auroc": 0.5}}}
+    doc = {"data": "d", "model": "m.pt", "model_family": "ganomaly", "data_mode": "tile", "isize": 256, "nc": 3,
+           "validation": {"n": 10}, "decision_score": "residual_max", "pixel": None, "scores": {"residual_max": metrics},
+           "test_set": {"good": 4, "defect": 2, "by_type": {"black_stain": 1, "knot": 1}, "excluded_contaminated": 0}}
+    lines = EvalReport(doc).lines()
+    head = next(line for line in lines if line.startswith("AUROC by type"))
+    row = next(line for line in lines if line.startswith("residual_max ") and "0.875" in line)
+    assert head.split()[3:] == ["black_stain", "knot"]
+    assert head.index("black_stain") + len("black_stain") == row.index("0.875") + len("0.875")  # aligned
