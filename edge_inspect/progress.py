@@ -43,12 +43,6 @@ def echo(text: str) -> None:
     sys.stdout.flush()
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 class Progress:
     """One piece of work with an optional known total and an optional time cap."""
 
@@ -59,8 +53,8 @@ class Progress:
         self.total = total if total and total > 0 else None
         self.unit = unit
         self.max_seconds = max_seconds
-        self.done = 0.0
-        self.events = 0  # structured progress events emitted so far
+        self.done: float = 0
+        self._events = 0  # structured progress events emitted so far
         self._note: str | None = None
         self._every = _every_s if every_s is None else every_s
         self.started = time.monotonic()  # when the work began (monotonic clock)
@@ -92,7 +86,7 @@ class Progress:
                 self._bar.update(delta)
             cap = self._cap_left(now)
             if cap is not None:
-                self._bar.set_postfix_str(f"time cap in {_clock(cap)}", refresh=False)
+                self._bar.set_postfix_str(f"time cap in {self._bar.format_interval(cap)}", refresh=False)
         elif now >= self._next_event:
             self._emit(now)
             self._next_event = now + self._every
@@ -131,7 +125,7 @@ class Progress:
         if finished:
             fields["finished"] = True
         log.info("progress", **fields)
-        self.events += 1
+        self._events += 1
 
     def close(self) -> None:
         """End the bar; a structured trace that started also says where it ended."""
@@ -141,5 +135,5 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.events:
+        elif self._events:
             self._emit(time.monotonic(), finished=True)

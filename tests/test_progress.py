@@ -59,6 +59,13 @@ def test_eta_is_the_sooner_of_the_rate_and_the_time_cap():
     p.close()
 
 
+def test_bar_shows_rate_and_the_time_cap(capsys):
+    with Progress("train", total=1000, unit="steps", max_seconds=3600, console=True) as p:
+        p.update(5)
+    err = capsys.readouterr().err
+    assert re.search(r"train:\s+0%\|.*\| 5\.00/1\.00k \[.*steps/s, time cap in (59:5\d|1:00:00)\]", err), err
+
+
 def test_tensorrt_build_phases_become_bars_with_their_steps():
     """PhaseBars is what TensorRT's IProgressMonitor calls into (export/engine.py)."""
     bars = PhaseBars()
