@@ -19,11 +19,13 @@ $(VENV)/.stamp-train: $(VENV)/.stamp-base
 	touch $@
 
 # The main job on the embedded default: a fresh synthetic scan (boards never seen in training)
-# replayed through the shipped demo model, verdicts compared with the ground truth.
+# replayed through the shipped demo model, verdicts compared with the ground truth, and a report
+# page to open in a browser.
 demo: $(VENV)/.stamp-base
-	rm -rf $(DEMO)/scans $(DEMO)/records
+	rm -rf $(DEMO)/scans $(DEMO)/records $(DEMO)/report
 	$(EI) synth --out $(DEMO)/scans --boards 20 --seed 2024
-	$(EI) replay $(DEMO)/scans/scan.png --config config/demo.yaml --out $(DEMO)/records
+	$(EI) replay $(DEMO)/scans/scan.png --config config/demo.yaml --out $(DEMO)/records --report $(DEMO)/report
+	@echo "Open the report in a browser: file://$(abspath $(DEMO))/report/report.html"
 
 test: $(VENV)/.stamp-train
 	$(VENV)/bin/ruff check -q edge_inspect tests benchmarks

@@ -13,6 +13,7 @@ import structlog
 from edge_inspect.config import Config, load_config
 from edge_inspect.errors import ConfigError, InputDataError
 from edge_inspect.logging import setup_logging
+from edge_inspect.progress import echo, set_interval
 
 log = structlog.get_logger(__name__)
 
@@ -20,12 +21,12 @@ log = structlog.get_logger(__name__)
 def _setup(args: argparse.Namespace, cfg: Config | None = None) -> Config:
     cfg = cfg or load_config(getattr(args, "config", None))
     setup_logging(args.log_level or cfg.logging.level, args.log_format or cfg.logging.format)
+    set_interval(args.progress_every)
     return cfg
 
 
 def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    echo(text)  # above a progress bar on the same terminal, not through it
 
 
 def _board_line(v) -> str:
@@ -74,7 +75,9 @@ def replay(args: argparse.Namespace) -> int:
     )
     from edge_inspect.acquisition.recording import is_recording
     from edge_inspect.acquisition.replay import scan_files
+    from edge_inspect.monitoring.board_view import scan_label
     from edge_inspect.pipeline import Pipeline
+    from edge_inspect.progress import Progress
     from edge_inspect.records.jsonl import JsonlRecords
 
     cfg = _setup(args)
@@ -82,13 +85,21 @@ def replay(args: argparse.Namespace) -> int:
         if not is_recording(scan):
             scan_files(scan)
     backend, cal = _model_and_calibration(cfg)
+    model_sha = backend.model_sha256
     out_dir = args.out or cfg.output.records_dir
     records = JsonlRecords(out_dir / "boards.jsonl")
+    report = None
+    if args.report is not None:
+        from edge_inspect.monitoring.replay_report import ReportCollector
+
+        report = ReportCollector(cal, cfg.tiling.tile_size)
     failed = False
     rows = []
     try:
         for scan in args.scans:
             source = open_scan(scan, cfg, args.speed)
+            truth_file = truth_path_for(scan)
+            truth = load_truth(truth_file) if truth_file is not None else None
             verdicts: list[dict] = []
 
             def on_verdict(v, verdicts=verdicts) -> None:
@@ -96,19 +107,24 @@ def replay(args: argparse.Namespace) -> int:
                 verdicts.append(v.to_record())
                 _out(_board_line(v))
 
-            pipe = Pipeline(cfg, source, backend, cal, on_verdict, source.width, source.channels)
-            stats = _until_stopped(pipe.run, pipe.stop)
+            pipe = Pipeline(cfg, source, backend, cal, on_verdict, source.width, source.channels,
+                            observer=report, image_scale=report.image_scale(source.width) if report else 0)
+            if report is not None:
+                report.begin_scan(scan, truth)
+            with Progress(f"replay {scan_label(scan)}", total=source.total_lines, unit="lines") as bar:
+                stats = _until_stopped(lambda: pipe.run(tick=lambda st: bar.set(st.lines_decided)), pipe.stop)
             if stats.error:
                 failed = True
                 sys.stderr.write(f"edge-inspect: error: {scan}: {stats.error}\n")
             rows.append((scan, stats))
-            truth = truth_path_for(scan)
-            if truth is not None:
-                c = compare(verdicts, load_truth(truth))
-                _out(f"ground truth {truth}: defective boards rejected {c.defective_rejected}/{c.defective}"
+            c = compare(verdicts, truth) if truth is not None else None
+            if c is not None:
+                _out(f"ground truth {truth_file}: defective boards rejected {c.defective_rejected}/{c.defective}"
                      f" (with a defect >= 20x20 px: {c.large_defective_rejected}/{c.large_defective}),"
                      f" good boards rejected {c.good_rejected}/{c.good},"
                      f" boards without a verdict {len(c.missed_boards)}")
+            if report is not None:
+                report.end_scan(scan, stats, c, truth_file)
     finally:
         records.close()
         backend.close()
@@ -118,6 +134,11 @@ def replay(args: argparse.Namespace) -> int:
         _out(f"{str(scan)[-40:]:40s} {st.boards:6d} {st.rejects:7d} {st.incomplete:7d} {st.tiles:7d} "
              f"{st.tiles_per_s:8.1f} {st.dropped_strips:5d} {st.lines_lost:6d}")
     _out(f"records: {records.path}")
+    if report is not None:
+        from edge_inspect.monitoring.replay_report import write_replay_report
+
+        model = getattr(cfg.inference.backend, "model", None) or getattr(cfg.inference.backend, "engine", "")
+        _out(f"report: {write_replay_report(args.report, report, str(model), model_sha)}")
     return 1 if failed else 0
 
 
@@ -296,7 +317,7 @@ def calibrate(args: argparse.Namespace) -> int:
                               new_version(current_path), current)
     cal = proposal.calibration
     report_dir = args.report or current_path.parent / "reports" / cal.version
-    page = write_report(proposal, report_dir)
+    page = write_report(proposal, report_dir, cfg.tiling.tile_size)
     write_calibration(report_dir / "proposed.yaml", cal)
     for line in summary_lines(proposal):
         _out(line)
@@ -328,13 +349,8 @@ def build_engine(args: argparse.Namespace) -> int:
     from edge_inspect.export.engine import build_engine as build
 
     _setup(args, Config())
-
-    def progress(msg: str) -> None:
-        sys.stderr.write(f"build-engine: {msg}\n")
-        sys.stderr.flush()
-
     m = build(args.onnx, args.out, min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
-              workspace_mb=args.workspace_mb, timing_cache=args.timing_cache, device=args.device, progress=progress)
+              workspace_mb=args.workspace_mb, timing_cache=args.timing_cache, device=args.device)
     _out(f"wrote {args.out} ({m['precision']}, TensorRT {m['tensorrt']}, {m['gpu']['name']}, "
          f"batch {m['profile']['min']}..{m['profile']['max']}, sha256 {m['sha256'][:12]}) and {args.out}.json")
     return 0

@@ -82,10 +82,19 @@ class PipelineStats:
     wall_s: float = 0.0
     stage_s: StageTimes = field(default_factory=StageTimes)
     error: str | None = None
+    first_line: int | None = None  # camera line counter of the first strip
+    last_line: int = 0             # ... just after the last strip read
+    decided_to: int = 0            # ... up to which every board has its verdict
 
     @property
     def tiles_per_s(self) -> float:
         return self.tiles / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def lines_decided(self) -> int:
+        """Lines of the stream whose boards all have verdicts: what a progress bar counts (lines
+        read run ahead by the queues and the tile ring)."""
+        return 0 if self.first_line is None else max(0, self.decided_to - self.first_line)
 
 
 class Pipeline:
@@ -107,8 +116,9 @@ class Pipeline:
         observer: PipelineObserver | None = None,
         image_scale: int = 0,
     ) -> None:
-        """`observer` gets batch/verdict timings; with `image_scale` > 0 it also gets a board
-        image (every image_scale-th line and column) for each rejected board."""
+        """`observer` gets batch/verdict timings; with `image_scale` > 0 it also gets the board
+        image (every image_scale-th line and column) of each board that ended, just after its
+        verdict; the observer picks the ones it keeps."""
         t = cfg.tiling.tile_size
         if backend.tile_size != t:
             raise InputDataError(f"model takes {backend.tile_size}px tiles but tiling.tile_size is {t}")
@@ -186,8 +196,16 @@ class Pipeline:
         """True while any stage thread is still working (including draining after stop())."""
         return any(th.is_alive() for th in self._threads)
 
-    def run(self) -> PipelineStats:
+    def run(self, tick: Callable[[PipelineStats], None] | None = None, every_s: float = 0.25) -> PipelineStats:
+        """Start, wait for the end of the stream, join. `tick` (a progress bar, say) gets the
+        live stats every `every_s` and once at the end, from the calling thread: never from a
+        stage, so it cannot slow one down."""
         self.start()
+        if tick is not None:
+            while self.running():
+                tick(self.stats)
+                self._threads[-1].join(every_s)  # the decision stage is the last to finish
+            tick(self.stats)
         return self.join()
 
     def set_calibration(self, cal: Calibration) -> None:
@@ -254,6 +272,9 @@ class Pipeline:
                     break
                 st.frames += 1
                 st.lines += len(strip.lines)
+                if st.first_line is None:
+                    st.first_line = strip.first_line
+                st.last_line = strip.first_line + len(strip.lines)
                 self.progress["acquisition"] += 1
                 if live:
                     try:
@@ -454,6 +475,7 @@ class Pipeline:
             busy += time.perf_counter() - t
         for v in self._agg.abandon_open(self.stats.error or "stream ended before the board was scored"):
             self._emit(v)
+        self.stats.decided_to = max(self.stats.decided_to, self.stats.last_line)  # the gap after the last board
         self.stats.stage_s.decision = busy
 
     # -- decision-stage handlers, one per message type -----------------------------------
@@ -494,9 +516,10 @@ class Pipeline:
         st.boards += 1
         st.rejects += v.verdict == "reject"
         st.incomplete += v.incomplete
+        st.decided_to = max(st.decided_to, v.end_line)
         self.on_verdict(v)
         obs = self.observer
         if obs is not None:
             obs.verdict(v, t_last)
-            if image is not None and v.verdict == "reject":
+            if image is not None:
                 obs.board_image(v, image.image, image.scale)

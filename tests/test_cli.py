@@ -122,3 +122,27 @@ def test_records_folder_that_cannot_be_created(tmp_path, small_scan):
     blocker.write_text("a file where the records folder should go")
     r = run_cli("replay", small_scan, "--config", config_file(tmp_path), "--out", blocker / "records")
     assert_clean_error(r, 1, str(blocker))
+
+
+def test_every_flag_has_help_with_its_default():
+    """`edge-inspect COMMAND --help` documents every flag; one with a default says it."""
+    import argparse
+
+    from edge_inspect.cli import build_parser
+
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, parser in [("", ap), *sub.choices.items()]:
+        for a in parser._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            flag = f"{name} {'/'.join(a.option_strings) or a.dest}".strip()
+            if not a.help:
+                missing.append(f"{flag}: no help")
+            elif (a.option_strings and not a.required and not isinstance(a, argparse._StoreTrueAction)
+                  and "default" not in a.help and "required unless" not in a.help):
+                missing.append(f"{flag}: help does not say the default")
+    assert not missing, "\n".join(missing)
+    r = run_cli("synth", "--help")
+    assert r.returncode == 0 and "number of boards (default: 20)" in " ".join(r.stdout.split())

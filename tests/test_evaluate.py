@@ -181,10 +181,14 @@ DOC_KEYS = {"model", "model_family", "isize", "nc", "data_mode", "data", "score_
 def test_evaluate_end_to_end(contaminated_model: Path, mvtec: Path, tmp_path: Path, capsys) -> None:
     out_json, plots = tmp_path / "eval.json", tmp_path / "plots"
     capsys.readouterr()
-    rc = main(["--log-level", "warning", "evaluate", "--model", str(contaminated_model), "--data", str(mvtec),
-               "--json", str(out_json), "--plots", str(plots), "--batch-size", "4"])
-    stdout = capsys.readouterr().out
+    rc = main(["--log-format", "json", "--progress-every", "0", "evaluate", "--model", str(contaminated_model),
+               "--data", str(mvtec), "--json", str(out_json), "--plots", str(plots), "--batch-size", "4"])
+    stdout, stderr = capsys.readouterr()
     assert rc == 0
+    logged = [json.loads(x) for x in stderr.splitlines() if x.startswith("{")]
+    prog = [e for e in logged if e.get("event") == "progress"]
+    assert prog and {e["task"] for e in prog} == {"evaluate"} and prog[-1]["finished"]
+    assert prog[-1]["done"] == prog[-1]["total"] == 6 + 9 - 5 and prog[-1]["unit"] == "images"
     doc = json.loads(out_json.read_text())
     assert DOC_KEYS <= set(doc)
     names = doc["score_names"]
@@ -369,3 +373,19 @@ def test_evaluate_real_magnetic_tile_subset(tmp_path: Path) -> None:
                                "excluded_contaminated": 0, "excluded": []}
     assert all(0.0 <= m["auroc"] <= 1.0 for m in doc["scores"].values())
     assert doc["pixel"] is not None and 0.0 <= doc["pixel"]["auroc"] <= 1.0
+
+
+def test_per_type_table_keeps_whole_type_names() -> None:
+    from edge_inspect.evaluation.report import EvalReport
+
+    metrics = {"auroc": 0.9, "aupr": 0.8, "f1_max": 0.7, "f1_max_threshold": 0.5, "val_threshold": 0.6,
+               "f1_at_val": 0.6, "tpr_at_val": 0.5, "fpr_at_val": 0.1, "pixel_auroc": None, "iou_mean": None,
+               "per_type": {"black_stain": {"auroc": 0.875}, "knot": {"auroc": 0.5}}}
+    doc = {"data": "d", "model": "m.pt", "model_family": "ganomaly", "data_mode": "tile", "isize": 256, "nc": 3,
+           "validation": {"n": 10}, "decision_score": "residual_max", "pixel": None, "scores": {"residual_max": metrics},
+           "test_set": {"good": 4, "defect": 2, "by_type": {"black_stain": 1, "knot": 1}, "excluded_contaminated": 0}}
+    lines = EvalReport(doc).lines()
+    head = next(line for line in lines if line.startswith("AUROC by type"))
+    row = next(line for line in lines if line.startswith("residual_max ") and "0.875" in line)
+    assert head.split()[3:] == ["black_stain", "knot"]
+    assert head.index("black_stain") + len("black_stain") == row.index("0.875") + len("0.875")  # aligned

@@ -10,7 +10,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
+from edge_inspect import progress
 from edge_inspect.config import (
     Config,
     OnnxRuntimeBackendConfig,
@@ -233,10 +235,15 @@ def test_tensorrt_engine_build_load_and_refuse(tiny_model, tmp_path: Path) -> No
     f16 = tmp_path / "tiny_fp16.onnx"
     export_onnx(_checkpoint(onnx), f16, fp16=True)
     plan = tmp_path / "tiny.plan"
-    lines: list[str] = []
-    m = build_engine(f16, plan, min_batch=1, opt_batch=8, max_batch=16, workspace_mb=512,
-                     timing_cache=tmp_path / "tc.bin", progress=lines.append)
-    assert plan.is_file() and (tmp_path / "tc.bin").is_file() and lines
+    progress.set_interval(0)  # every step an event, so the build's phases show
+    try:
+        with capture_logs() as logs:
+            m = build_engine(f16, plan, min_batch=1, opt_batch=8, max_batch=16, workspace_mb=512,
+                             timing_cache=tmp_path / "tc.bin")
+    finally:
+        progress.set_interval(progress.DEFAULT_EVERY_S)
+    assert plan.is_file() and (tmp_path / "tc.bin").is_file()
+    assert any(e["event"] == "progress" and e["task"].startswith("build-engine ") for e in logs), logs
     assert m["precision"] == "fp16" and m["model_sha256"] == sha256_file(f16)
     ref = create_backend(OnnxRuntimeBackendConfig(model=f16))
     trt_b = create_backend(TensorRTBackendConfig(type="tensorrt", engine=plan))

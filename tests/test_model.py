@@ -10,6 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from structlog.testing import capture_logs  # noqa: E402
+
+from edge_inspect import progress  # noqa: E402
 
 from edge_inspect.errors import InputDataError  # noqa: E402
 from edge_inspect.inference.manifest import sha256_file  # noqa: E402
@@ -155,7 +158,14 @@ def test_export_matches_torch(trained, tmp_path: Path, fp16: bool) -> None:
     from edge_inspect.export.onnx_export import export_onnx
 
     out = tmp_path / "demo.onnx"
-    manifest = export_onnx(trained[1].checkpoint, out, fp16=fp16)
+    progress.set_interval(0)  # an event for every step of the export
+    try:
+        with capture_logs() as logs:
+            manifest = export_onnx(trained[1].checkpoint, out, fp16=fp16)
+    finally:
+        progress.set_interval(progress.DEFAULT_EVERY_S)
+    steps = [e for e in logs if e["event"] == "progress"]
+    assert [e["done"] for e in steps] == [1, 2, 3, 3] and steps[-1]["finished"] and steps[0]["task"] == "export demo.onnx"
     assert manifest["sha256"] == sha256_file(out)
     on_disk = json.loads((tmp_path / "demo.onnx.json").read_text())
     assert on_disk == manifest

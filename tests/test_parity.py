@@ -61,9 +61,13 @@ def fp16_pair(tiny_model, tmp_path_factory):
 def test_parity_cli_fp32_vs_fp16(fp16_pair, tmp_path: Path) -> None:
     f32, f16, tiles, labels = fp16_pair
     out = tmp_path / "parity.json"
-    r = run_cli("parity", "--reference", f32, "--candidate", f16, "--tiles", tiles, "--labels", labels,
-                "--json", out)
+    r = run_cli("--progress-every", "0", "parity", "--reference", f32, "--candidate", f16, "--tiles", tiles,
+                "--labels", labels, "--json", out)
     rep = json.loads(out.read_text())
+    logged = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    prog = [e for e in logged if e.get("event") == "progress"]
+    assert prog[-1] == {**prog[-1], "task": "parity", "done": 48, "total": 48, "finished": True}, prog[-1]
+    assert {e.get("phase") for e in prog} == {"reference", "candidate"}
     assert rep["labelled"] and rep["n_tiles"] == 24
     assert {s["name"] for s in rep["scores"]} == {"latent_l2", "image_l1", "residual_max"}
     for s in rep["scores"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -29,7 +30,8 @@ from edge_inspect.decision.verdict import Verdict
 from edge_inspect.inference.base import warm_up
 from edge_inspect.inference.registry import create_backend
 from edge_inspect.monitoring.drift import DriftMonitor, ks_distance
-from edge_inspect.monitoring.heatmaps import HeatmapWriter, render_overlay
+from edge_inspect.monitoring.board_view import BoardPicture, encoded, render_board
+from edge_inspect.monitoring.heatmaps import HeatmapWriter
 from edge_inspect.monitoring.thumbnails import BoardThumbnails
 from edge_inspect.outputs.tcp import TcpSink
 from edge_inspect.pipeline import Pipeline
@@ -247,19 +249,32 @@ def test_thumbnails_follow_the_line_counter():
     assert th.board(300, 320).max() == 0                      # never seen: black
 
 
-def test_heatmap_budget_removes_oldest(tmp_path):
-    v = verdict(1, "reject", score=2.0, tile_scores=np.array([0.5, 2.0], np.float32),
-                tile_metas=[TileMeta(1, 0, 0, 0, 0), TileMeta(1, 0, 1, 32, 0)])
+def test_heatmaps_named_by_board_and_time_and_budget_removes_oldest_written(tmp_path):
+    metas = [TileMeta(1, 0, 0, 0, 0), TileMeta(1, 0, 1, 32, 0)]
+    scores = np.array([0.5, 2.0], np.float32)
     img = np.full((16, 16, 3), 120, np.uint8)
-    out = render_overlay(img, 4, v, 1.0, 32)
-    assert out.shape == (16, 16, 3) and not np.array_equal(out[:, :8], out[:, 8:])
-    w = HeatmapWriter(tmp_path / "h", max_bytes=1, tile_size=32)  # room for one file only
-    for i in range(3):
-        w.submit(verdict(i, "reject", t_verdict_ns=i + 1, tile_scores=v.tile_scores, tile_metas=v.tile_metas),
-                 img, 4, 1.0)
+    size = len(encoded(render_board(BoardPicture.from_verdict(
+        verdict(1, "reject", tile_scores=scores, tile_metas=metas), 1.0, 32, "s"), img, 4)))
+    folder = tmp_path / "h"
+    folder.mkdir()
+    # two files of an earlier start (board ids begin again at 1): the name that sorts last is the oldest
+    older, newer = folder / "board00000099_20260101T000000.000Z.png", folder / "board00000001_20260101T000001.000Z.png"
+    for i, f in enumerate((older, newer)):
+        f.write_bytes(b"x" * 10)
+        os.utime(f, ns=(10**18 + i, 10**18 + i))
+    w = HeatmapWriter(folder, max_bytes=size + 10, tile_size=32)  # room for one new file and one old one
+    w.submit(verdict(1, "reject", tile_scores=scores, tile_metas=metas), img, 4, 1.0, "s")
     w.close()
-    assert [p.name for p in (tmp_path / "h").glob("*.png")] == [f"{3:020d}_board{2:08d}.png"]
-    assert w.written == 3 and w.removed == 2
+    names = sorted(p.name for p in folder.glob("*.png"))
+    assert names[0] == newer.name and len(names) == 2, names
+    assert re.fullmatch(r"board00000001_\d{8}T\d{6}\.\d{3}Z\.png", names[1]), names
+    assert w.written == 1 and w.removed == 1
+    w = HeatmapWriter(folder, max_bytes=1, tile_size=32)  # room for one file only: the newest stays
+    for i in range(3):
+        w.submit(verdict(i + 2, "reject", tile_scores=scores, tile_metas=metas), img, 4, 1.0, "s")
+    w.close()
+    assert [p.name[:13] for p in folder.glob("*.png")] == ["board00000004"]
+    assert w.written == 3 and w.removed == 4
 
 
 class _StubPipe:

@@ -12,8 +12,9 @@ from edge_inspect.acquisition.replay import ReplaySource
 from edge_inspect.config import Config
 
 
-def open_scan(path: Path, cfg: Config, speed: str = "max") -> FrameSource:
-    """Replay formats (a) and (b) (image file, folder of frames) and (c) (a recording)."""
+def open_scan(path: Path, cfg: Config, speed: str = "max") -> ReplaySource | RecordingSource:
+    """Replay formats (a) and (b) (image file, folder of frames) and (c) (a recording); both
+    know their length (`total_lines`, for progress bars)."""
     if is_recording(path):
         return RecordingSource(path, speed)
     return ReplaySource(path, cfg.camera.lines_per_frame, cfg.camera.line_rate_hz, speed)

@@ -10,6 +10,25 @@ from pathlib import Path
 from edge_inspect.errors import InputDataError
 
 
+#: size classes of a defect by the smaller side of its box (20 px: the "large" of the summary)
+SIZE_CLASSES: tuple[tuple[int, str], ...] = ((20, "< 20 px"), (50, "20-49 px"), (1 << 30, ">= 50 px"))
+
+
+def size_class(defect: dict) -> str:
+    side = min(defect["w"], defect["h"])
+    return next(label for limit, label in SIZE_CLASSES if side < limit)
+
+
+@dataclass
+class DefectTally:
+    """Defects of one type and size: how many, how many sat on a rejected board, and how many
+    a reported region (tiles over the threshold) overlaps."""
+
+    defects: int = 0
+    board_rejected: int = 0
+    located: int = 0
+
+
 @dataclass
 class TruthComparison:
     boards_truth: int = 0
@@ -22,6 +41,7 @@ class TruthComparison:
     unmatched_verdicts: int = 0
     missed_boards: list[int] = field(default_factory=list)   # truth boards with no verdict
     missed_large: list[int] = field(default_factory=list)    # large-defect boards accepted
+    by_type: dict[str, dict[str, DefectTally]] = field(default_factory=dict)  # type -> size class -> tally
 
     @property
     def good_reject_rate(self) -> float:
@@ -73,6 +93,11 @@ def compare(records: list[dict], truth: dict, min_defect_px: int = 20) -> TruthC
         else:
             used.add(best)
             rejected = records[best]["verdict"] == "reject"
+        for d in defects:
+            tally = c.by_type.setdefault(d["type"], {}).setdefault(size_class(d), DefectTally())
+            tally.defects += 1
+            tally.board_rejected += rejected
+            tally.located += best is not None and _located(d, records[best])
         if defects:
             c.defective += 1
             c.defective_rejected += rejected
@@ -86,3 +111,11 @@ def compare(records: list[dict], truth: dict, min_defect_px: int = 20) -> TruthC
                 c.missed_large.append(tb["index"])
     c.unmatched_verdicts = len(records) - len(used)
     return c
+
+
+def _located(defect: dict, record: dict) -> bool:
+    """Does a region the record reports (board coordinates) overlap the defect (scan coordinates)?"""
+    y0 = record["start_line"]
+    return any(r["x"] < defect["x"] + defect["w"] and defect["x"] < r["x"] + r["w"]
+               and y0 + r["y"] < defect["y"] + defect["h"] and defect["y"] < y0 + r["y"] + r["h"]
+               for r in record.get("defects") or [])

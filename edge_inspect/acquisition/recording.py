@@ -310,6 +310,10 @@ class RecordingSource:
             raise InputDataError(f"{self.path}: recording holds no chunk files (nothing was recorded)")
         self._shape = (self.lines_per_frame, self.width, self.channels)
         _Chunk(self.files[0], self._shape)  # fail at open on a corrupt first chunk
+        #: lines in the chunks still present, for progress bars (estimated from the frame count)
+        frames, chunks = self.meta.get("frames"), self.meta.get("chunks")
+        known = isinstance(frames, int) and isinstance(chunks, int) and chunks > 0
+        self.total_lines = frames * len(self.files) // chunks * self.lines_per_frame if known else None
 
     def strips(self) -> Iterator[Strip]:
         t0_wall: int | None = None

@@ -81,6 +81,8 @@ class ReplaySource:
         first = read_scan_image(self.files[0])
         self.width, self.channels = first.shape[1], first.shape[2]
         self._first = first
+        #: lines in the scan, for progress bars (a folder's: estimated from its first file)
+        self.total_lines = len(first) * len(self.files)
 
     def _images(self) -> Iterator[tuple[Path, np.ndarray]]:
         for i, f in enumerate(self.files):

@@ -39,6 +39,7 @@ from edge_inspect.evaluation.report import EvalReport
 from edge_inspect.evaluation.testset import list_test_images, read_mask
 from edge_inspect.models.checkpoint import load_checkpoint
 from edge_inspect.models.scoring import ScoringModel, map_tiles, preprocess
+from edge_inspect.progress import Progress
 
 __all__ = ["PIXEL_BUDGET", "WORST_CASES", "EvalReport", "evaluate", "image_view", "validation_thresholds"]
 
@@ -241,20 +242,22 @@ def evaluate(model_path: Path, data: Path, batch_size: int = 32, device: str = "
                     if it.label == 1 and map_thr is not None:
                         ious[idx] = iou_at(mask, amap, map_thr)
             start = stop
+        bar.update(len(pending))
         pending.clear()
         pending_tiles.clear()
 
     count = 0
-    for i, it in enumerate(items):
-        tiles, view, origins = image_view(read_image(it.path, cfg.nc), cfg.isize, cfg.data_mode, cfg.stride())
-        pending.append((i, view.shape[:2], origins))
-        pending_tiles.append(tiles)
-        count += len(tiles)
-        if count >= batch_size:
+    with Progress("evaluate", total=len(items), unit="images") as bar:
+        for i, it in enumerate(items):
+            tiles, view, origins = image_view(read_image(it.path, cfg.nc), cfg.isize, cfg.data_mode, cfg.stride())
+            pending.append((i, view.shape[:2], origins))
+            pending_tiles.append(tiles)
+            count += len(tiles)
+            if count >= batch_size:
+                flush()
+                count = 0
+        if pending:
             flush()
-            count = 0
-    if pending:
-        flush()
     seconds = time.monotonic() - t0
     log.info("evaluate.scored", images=len(items), seconds=round(seconds, 2), device=str(dev))
 

@@ -39,10 +39,11 @@ class EvalReport:
                        f"{m['tpr_at_val']:7.3f} {m['fpr_at_val']:7.3f} {_fmt(m['pixel_auroc'], 7)} "
                        f"{_fmt(m['iou_mean'], 6)}")
         types = list(ts["by_type"])
+        widths = [max(10, len(t)) for t in types]  # whole type names: "black_stain", not "black_stai"
         out.append("")
-        out.append(f"{'AUROC by type':14s} " + " ".join(f"{t[:10]:>10s}" for t in types))
+        out.append(f"{'AUROC by type':14s} " + " ".join(f"{t:>{w}s}" for t, w in zip(types, widths)))
         for name, m in d["scores"].items():
-            out.append(f"{name:14s} " + " ".join(f"{m['per_type'][t]['auroc']:10.3f}" for t in types))
+            out.append(f"{name:14s} " + " ".join(f"{m['per_type'][t]['auroc']:{w}.3f}" for t, w in zip(types, widths)))
         out.append("")
         out.append("* decision score. F1max and its threshold are chosen on the test labels (an upper "
                    "bound); F1/TPR/FPR@val use the validation threshold.")

@@ -17,9 +17,10 @@ import datetime as _dt
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from edge_inspect.atomic import write_atomic
 from edge_inspect.errors import InputDataError
@@ -34,6 +35,9 @@ from edge_inspect.inference.manifest import (
     sha256_file,
     verify_model_file,
 )
+from edge_inspect.progress import Progress
+
+log = structlog.get_logger(__name__)
 
 
 def check_profile(min_batch: int, opt_batch: int, max_batch: int) -> None:
@@ -76,9 +80,9 @@ def make_engine_manifest(*, plan: Path, onnx: Path, onnx_manifest: dict | None, 
 
 
 def build_engine(onnx: Path, out: Path, *, min_batch: int = 1, opt_batch: int = 16, max_batch: int = 64,
-                 workspace_mb: int = 2048, timing_cache: Path | None = None, device: int = 0,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build `out` (.plan) from `onnx` and write `<out>.json`; returns the manifest.
+                 workspace_mb: int = 2048, timing_cache: Path | None = None, device: int = 0) -> dict[str, Any]:
+    """Build `out` (.plan) from `onnx` and write `<out>.json`; returns the manifest. Build phases
+    show as progress bars (PhaseBars), other steps as log lines.
 
     UNTESTED HERE (no TensorRT/GPU on the CI box): see README "GPU backends"."""
     onnx, out = Path(onnx), Path(out)
@@ -90,7 +94,6 @@ def build_engine(onnx: Path, out: Path, *, min_batch: int = 1, opt_batch: int = 
 
     dev = CudaDevice(device)
     runtime = RuntimeInfo(trt.__version__, dev.name, dev.compute_capability)
-    emit = progress or (lambda _msg: None)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -120,16 +123,18 @@ def build_engine(onnx: Path, out: Path, *, min_batch: int = 1, opt_batch: int = 
     cache_blob = b""
     if timing_cache is not None and Path(timing_cache).is_file():
         cache_blob = Path(timing_cache).read_bytes()
-        emit(f"timing cache: {timing_cache} ({len(cache_blob)} bytes)")
+        log.info("build_engine.timing_cache", path=str(timing_cache), bytes=len(cache_blob))
     cache = config.create_timing_cache(cache_blob)
     if not config.set_timing_cache(cache, False):
-        emit("timing cache does not match this TensorRT/GPU; starting a fresh one")
+        log.warning("build_engine.timing_cache_mismatch", path=str(timing_cache),
+                    action="the cache does not match this TensorRT/GPU; starting a fresh one")
         config.set_timing_cache(config.create_timing_cache(b""), False)
-    monitor = _progress_monitor(trt, emit)
+    monitor = _progress_monitor(trt)
     config.progress_monitor = monitor  # must outlive the build
 
-    emit(f"building {out.name}: TensorRT {runtime.tensorrt} on {runtime.gpu_name} (sm {runtime.compute_capability}), "
-         f"batch {min_batch}/{opt_batch}/{max_batch}, workspace {workspace_mb} MiB")
+    log.info("build_engine.start", out=out.name, tensorrt=runtime.tensorrt, gpu=runtime.gpu_name,
+             compute_capability=runtime.compute_capability, batch=f"{min_batch}/{opt_batch}/{max_batch}",
+             workspace_mb=workspace_mb)
     t0 = time.monotonic()
     with dev.active():
         serialized = builder.build_serialized_network(network, config)
@@ -150,35 +155,54 @@ def build_engine(onnx: Path, out: Path, *, min_batch: int = 1, opt_batch: int = 
     return manifest
 
 
-def _progress_monitor(trt: Any, emit: Callable[[str], None]) -> Any:
-    """An IProgressMonitor that reports top-level phases and their steps (TensorRT calls it from
-    several threads, hence the lock)."""
+class PhaseBars:
+    """TensorRT's build phases as progress bars: one per top-level phase with its steps as the
+    total, the sub-phase running as its note. TensorRT calls in from several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth: dict[str, int] = {}
+        self._bars: dict[str, Progress] = {}
+
+    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+        with self._lock:
+            depth = 0 if not parent_phase else self._depth.get(parent_phase, 0) + 1
+            self._depth[phase_name] = depth
+            if depth == 0:
+                self._bars[phase_name] = Progress(f"build-engine {phase_name}", total=num_steps, unit="steps")
+            elif depth == 1 and parent_phase in self._bars:
+                self._bars[parent_phase].note(phase_name)
+
+    def step_complete(self, phase_name: str, step: int) -> bool:
+        with self._lock:
+            bar = self._bars.get(phase_name)
+            if bar is not None:
+                bar.set(step + 1)
+        return True  # False would cancel the build
+
+    def phase_finish(self, phase_name: str) -> None:
+        with self._lock:
+            self._depth.pop(phase_name, None)
+            bar = self._bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
+
+
+def _progress_monitor(trt: Any) -> Any:
+    """An IProgressMonitor that hands TensorRT's calls to PhaseBars."""
 
     class _Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
-            self._lock = threading.Lock()
-            self._depth: dict[str, int] = {}
-            self._steps: dict[str, int] = {}
+            self.bars = PhaseBars()
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            with self._lock:
-                depth = 0 if not parent_phase else self._depth.get(parent_phase, 0) + 1
-                self._depth[phase_name] = depth
-                self._steps[phase_name] = num_steps
-                if depth <= 1:
-                    emit(f"{'  ' * depth}{phase_name} ({num_steps} steps)")
+            self.bars.phase_start(phase_name, parent_phase, num_steps)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            with self._lock:
-                n = self._steps.get(phase_name, 0)
-                if self._depth.get(phase_name, 9) == 0 and n > 1:
-                    emit(f"  {phase_name}: {step + 1}/{n}")
-            return True  # False would cancel the build
+            return self.bars.step_complete(phase_name, step)
 
         def phase_finish(self, phase_name: str) -> None:
-            with self._lock:
-                self._depth.pop(phase_name, None)
-                self._steps.pop(phase_name, None)
+            self.bars.phase_finish(phase_name)
 
     return _Monitor()

@@ -22,6 +22,7 @@ from edge_inspect.errors import EdgeInspectError
 from edge_inspect.inference.manifest import manifest_path, sha256_file
 from edge_inspect.models.checkpoint import load_checkpoint
 from edge_inspect.models.scoring import ScoringModel
+from edge_inspect.progress import Progress
 
 __all__ = ["INPUT_NAME", "OPSET", "export_onnx", "export_scoring_model", "check_onnx"]
 
@@ -113,14 +114,21 @@ def export_onnx(checkpoint: Path, out: Path, fp16: bool = False, opset: int = OP
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     out = Path(out)
-    model, cfg = load_checkpoint(Path(checkpoint))
-    fp32_ref = model
-    if fp16:
-        model = model.as_half().eval()
-    with atomic_path(out) as tmp:  # checked before it replaces anything
-        export_scoring_model(model, tmp, opset)
-        onnx.checker.check_model(str(tmp))
-        diffs = check_onnx(model, tmp, fp16=fp16, reference=fp32_ref)
+    with Progress(f"export {out.name}", total=3, unit="steps") as bar:
+        bar.note("loading the checkpoint")
+        model, cfg = load_checkpoint(Path(checkpoint))
+        fp32_ref = model
+        if fp16:
+            model = model.as_half().eval()
+        bar.update()
+        with atomic_path(out) as tmp:  # checked before it replaces anything
+            bar.note("tracing the scoring graph")
+            export_scoring_model(model, tmp, opset)
+            bar.update()
+            bar.note("checking it against torch in ONNX Runtime")
+            onnx.checker.check_model(str(tmp))
+            diffs = check_onnx(model, tmp, fp16=fp16, reference=fp32_ref)
+            bar.update()
 
     tile, channels = model.tile, model.channels
     manifest: dict[str, Any] = {

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_inspect.errors import InputDataError
 from edge_inspect.evaluation.metrics import auroc
+from edge_inspect.progress import Progress
 
 SPEARMAN_MIN = 0.999
 AUROC_DELTA_MAX = 0.002
@@ -232,8 +233,13 @@ def open_model(path: Path, device: str | None = None) -> Any:
     raise InputDataError(f"{path}: unknown model kind {suffix!r} (.onnx, .plan/.engine or .pt)")
 
 
-def score_all(backend: Any, tiles: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
-    parts = [backend.score(np.ascontiguousarray(tiles[i:i + batch])) for i in range(0, len(tiles), batch)]
+def score_all(backend: Any, tiles: np.ndarray, batch: int = 32, bar: Progress | None = None) -> dict[str, np.ndarray]:
+    parts = []
+    for i in range(0, len(tiles), batch):
+        chunk = np.ascontiguousarray(tiles[i:i + batch])
+        parts.append(backend.score(chunk))
+        if bar is not None:
+            bar.update(len(chunk))
     return {n: np.concatenate([p[n] for p in parts]) for n in backend.score_names}
 
 
@@ -256,8 +262,12 @@ def run_parity(reference: Path, candidate: Path, tiles: Path, labels: Path | Non
             if not names:
                 raise InputDataError("the models have no score in common")
             ts = load_tiles(tiles, ref.tile_size, ref.channels, labels, max_tiles)
-            return compare(score_all(ref, ts.tiles), score_all(cand, ts.tiles), names,
-                           ts.item_of_tile, ts.item_labels)
+            with Progress("parity", total=2 * len(ts.tiles), unit="tiles") as bar:
+                bar.note("reference")
+                ref_scores = score_all(ref, ts.tiles, bar=bar)
+                bar.note("candidate")
+                cand_scores = score_all(cand, ts.tiles, bar=bar)
+            return compare(ref_scores, cand_scores, names, ts.item_of_tile, ts.item_labels)
         finally:
             cand.close()
     finally:

@@ -1,50 +1,29 @@
-"""Overlay PNGs for rejected boards: the board downscaled (the pipeline keeps every
-scale-th line and column of each strip, see pipeline._Thumbnails) with each tile's score as a
-heat colour blended over it, the threshold's colour at the middle of the scale. Written by a
-writer thread (PNG encoding never delays verdicts) into one folder within a disk budget: the
-oldest files are removed first."""
+"""`run`'s heatmap PNGs of rejected boards (drawn by `board_view.render_board` over the board
+image the tiling stage keeps, see `thumbnails.py`), named by board id and wall-clock time.
+Written by a writer thread (PNG encoding never delays verdicts) into one folder within a disk
+budget: the oldest files are removed first. Board ids start again at 1 with every service
+start, so "oldest" is by the time a file was written, not by its name."""
 
 from __future__ import annotations
 
 import queue
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
 import structlog
 
 from edge_inspect.atomic import write_atomic
 from edge_inspect.decision.verdict import Verdict
+from edge_inspect.monitoring.board_view import (
+    BoardPicture,
+    heatmap_name,
+    encoded,
+    render_board,
+)
 
 log = structlog.get_logger(__name__)
-
-
-def render_overlay(image: np.ndarray, scale: int, v: Verdict, threshold: float, tile_size: int,
-                   alpha: float = 0.45) -> np.ndarray:
-    """BGR uint8 overlay: every tile's area gets its score's colour (score/threshold mapped so
-    the threshold sits at the middle of the JET scale, red = 2x threshold), blended over the
-    board. Overlapping tiles keep the highest score; tiles over the threshold are outlined."""
-    h, w = image.shape[:2]
-    base = cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR) if image.shape[2] == 1 else image[:, :, ::-1].copy()
-    heat = np.full((h, w), -1.0, np.float32)
-    t = max(1, tile_size // scale)
-    thr = threshold if threshold > 0 else 1.0
-    for m, s in zip(v.tile_metas, v.tile_scores):
-        y, x = m.y // scale, m.x // scale
-        region = heat[y:y + t, x:x + t]
-        np.maximum(region, float(s) / thr, out=region)
-    covered = heat >= 0
-    level = np.clip(heat * 127.5, 0, 255).astype(np.uint8)
-    colour = cv2.applyColorMap(level, cv2.COLORMAP_JET)
-    out = base.copy()
-    blend = cv2.addWeighted(base, 1 - alpha, colour, alpha, 0)
-    out[covered] = blend[covered]
-    for m, s in zip(v.tile_metas, v.tile_scores):
-        if s > threshold:
-            y, x = m.y // scale, m.x // scale
-            cv2.rectangle(out, (x, y), (min(w - 1, x + t - 1), min(h - 1, y + t - 1)), (255, 255, 255), 1)
-    return out
 
 
 class HeatmapWriter:
@@ -59,15 +38,18 @@ class HeatmapWriter:
         self.skipped = 0
         self.removed = 0
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._files: list[tuple[str, int]] = sorted(
-            ((p.name, p.stat().st_size) for p in folder.glob("*.png")), key=lambda f: f[0])
+        found = sorted((p.stat().st_mtime_ns, p.name, p.stat().st_size) for p in folder.glob("*.png"))
+        self._files: list[tuple[str, int]] = [(name, size) for _, name, size in found]
         self._bytes = sum(s for _, s in self._files)
         self._thread = threading.Thread(target=self._run, name="ei-heatmaps", daemon=True)
         self._thread.start()
 
-    def submit(self, v: Verdict, image: np.ndarray, scale: int, threshold: float) -> None:
+    def submit(self, v: Verdict, image: np.ndarray, scale: int, threshold: float, source: str = "") -> None:
+        """Queue a board's heatmap; the file is named by the time of this call (the verdict's)."""
+        item = (BoardPicture.from_verdict(v, threshold, self.tile_size, source), image, scale,
+                datetime.now(timezone.utc))
         try:
-            self._q.put_nowait((v, image, scale, threshold))
+            self._q.put_nowait(item)
         except queue.Full:
             self.skipped += 1
             log.warning("heatmap_skipped", board_id=v.board_id, why="writer queue full", skipped=self.skipped)
@@ -81,20 +63,16 @@ class HeatmapWriter:
             item = self._q.get()
             if item is None:
                 return
-            v, image, scale, threshold = item
+            pic, image, scale, when = item
             try:
-                self._write(v, image, scale, threshold)
+                self._write(pic, image, scale, when)
             except Exception as exc:  # a full disk must not take the service down
-                log.error("heatmap_failed", board_id=v.board_id, error=f"{type(exc).__name__}: {exc}")
+                log.error("heatmap_failed", board_id=pic.board_id, error=f"{type(exc).__name__}: {exc}")
 
-    def _write(self, v: Verdict, image: np.ndarray, scale: int, threshold: float) -> None:
-        png = render_overlay(image, scale, v, threshold, self.tile_size)
-        ok, data = cv2.imencode(".png", png)
-        if not ok:
-            raise RuntimeError("PNG encoding failed")
-        # Names sort by time of writing: t_verdict_ns is monotonic within a boot, board id breaks ties.
-        name = f"{v.t_verdict_ns:020d}_board{v.board_id:08d}.png"
-        write_atomic(self.folder / name, data.tobytes())
+    def _write(self, pic: BoardPicture, image: np.ndarray, scale: int, when: datetime) -> None:
+        data = encoded(render_board(pic, image, scale))
+        name = heatmap_name(pic.board_id, when)
+        write_atomic(self.folder / name, data)
         self._files.append((name, len(data)))
         self._bytes += len(data)
         self.written += 1

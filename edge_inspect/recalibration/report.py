@@ -1,6 +1,7 @@
-"""The calibration report: histograms with both thresholds, and the worst good boards as tile
-heatmaps beside the board, so an operator sees what the new threshold will do before applying
-it. PNG files plus one self-contained HTML page (images embedded as base64)."""
+"""The calibration report: histograms with both thresholds, and the worst good boards with their
+tile heatmaps (drawn as every board is, by monitoring/board_view.py), so an operator sees what
+the new threshold will do before applying it. PNG files plus one self-contained HTML page
+(images embedded as base64)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,21 @@ import cv2
 import numpy as np
 import structlog
 
+from edge_inspect.atomic import write_atomic
+from edge_inspect.monitoring.board_view import (
+    BoardPicture,
+    encoded,
+    montage,
+    render_board,
+    scan_label,
+)
 from edge_inspect.recalibration.proposal import Proposal, summary_lines
 from edge_inspect.recalibration.scoring import BoardScores, board_pixels
 
 log = structlog.get_logger(__name__)
 
 WORST_BOARDS = 4
-CROP_MAX_PX = 320  # longest side of a board thumbnail
+BOARD_WIDTH = 400  # px of a board in the worst-boards figure
 
 
 def _pyplot():
@@ -71,61 +80,39 @@ def histogram_png(p: Proposal, path: Path) -> None:
     plt.close(fig)
 
 
-def _thumbnail(b: BoardScores) -> np.ndarray | None:
+def _board_image(b: BoardScores) -> tuple[np.ndarray, int] | None:
+    """The board's lines from its scan, downscaled to at most BOARD_WIDTH px wide, and the factor."""
     try:
         px = board_pixels(b.scan, b.start_line, b.end_line)
-    except Exception as exc:  # a report must not fail the calibration over a thumbnail
+    except Exception as exc:  # a report must not fail the calibration over a picture
         log.warning("board_crop_failed", scan=str(b.scan), board=b.board_id, error=str(exc))
         return None
     if px is None or px.size == 0:
         return None
     h, w = px.shape[:2]
-    scale = min(1.0, CROP_MAX_PX / max(h, w))
-    small = cv2.resize(px, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return small[:, :, 0] if small.ndim == 3 and small.shape[2] == 1 else small
+    f = max(1, -(-w // BOARD_WIDTH))
+    small = cv2.resize(px, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    return small.reshape(small.shape[0], small.shape[1], px.shape[2]), f
 
 
-def _grid(b: BoardScores) -> np.ndarray:
-    grid = np.full((int(b.rows.max()) + 1, int(b.cols.max()) + 1), np.nan, np.float32)
-    for r, c, s in zip(b.rows, b.cols, b.tile_scores):
-        grid[r, c] = s if np.isnan(grid[r, c]) else max(grid[r, c], s)
-    return grid
-
-
-def worst_boards_png(p: Proposal, path: Path, n: int = WORST_BOARDS) -> list[BoardScores]:
-    """The good boards closest to (or over) the proposed threshold: the ones an operator should
-    look at to judge whether they are really good."""
-    plt = _pyplot()
+def worst_boards_png(p: Proposal, path: Path, tile_size: int, n: int = WORST_BOARDS) -> list[BoardScores]:
+    """The good boards closest to (or over) the proposed threshold, drawn as every board is
+    (monitoring/board_view.py): the ones an operator should look at to judge whether they are
+    really good."""
     order = np.argsort(-np.nan_to_num(p.good_stats, nan=-np.inf))[:n]
     worst = [p.good[i] for i in order]
     thr = p.choice.threshold
-    all_tiles = np.concatenate([b.tile_scores for b in worst]) if worst else np.zeros(1)
-    vmin, vmax = float(all_tiles.min()), float(max(all_tiles.max(), thr))
-    fig, axes = plt.subplots(len(worst), 2, figsize=(8, 2.6 * len(worst)), dpi=100, squeeze=False)
-    for (ax_img, ax_map), b, i in zip(axes, worst, order):
-        stat = p.good_stats[i]
-        fate = "REJECTED" if stat > thr else "accepted"
-        thumb = _thumbnail(b)
-        if thumb is not None:
-            ax_img.imshow(thumb, cmap="gray" if thumb.ndim == 2 else None, aspect="auto")
-        ax_img.set_title(f"{b.scan.name} board {b.board_id} (lines {b.start_line}-{b.end_line})", fontsize=8)
-        ax_img.axis("off")
-        grid = _grid(b)
-        im = ax_map.imshow(grid, cmap="magma", vmin=vmin, vmax=vmax, aspect="auto")
-        for (r, c), s in np.ndenumerate(grid):
-            if np.isfinite(s):
-                over = s > thr
-                ax_map.text(c, r, f"{s:.3f}" + (" over" if over else ""), ha="center", va="center", fontsize=7,
-                            color="white" if s < (vmin + vmax) / 2 else "black", weight="bold" if over else None)
-                if over:
-                    ax_map.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2))
-        ax_map.set_title(f"board score {stat:.4f}: {fate} at {thr:.4f}", fontsize=8)
-        ax_map.set_xticks([])
-        ax_map.set_yticks([])
-        fig.colorbar(im, ax=ax_map, fraction=0.05)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    pictures = []
+    for b, i in zip(worst, order):
+        stat = float(p.good_stats[i])
+        fate = "reject" if stat > thr else "accept"
+        why = [f"{_rule_label(p)} {stat:.4f} > proposed threshold {thr:.4f}"] if fate == "reject" else []
+        pic = BoardPicture(b.board_id, b.start_line, b.end_line, stat, thr, fate, why, b.xs, b.ys,
+                           b.tile_scores, tile_size, source=scan_label(b.scan))
+        board = _board_image(b)
+        image, scale = board if board is not None else (np.zeros((1, 1, 1), np.uint8), 1)
+        pictures.append(render_board(pic, image, scale))
+    write_atomic(path, encoded(montage(pictures, columns=2)))
     return worst
 
 
@@ -133,13 +120,13 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def write_report(p: Proposal, out_dir: Path) -> Path:
+def write_report(p: Proposal, out_dir: Path, tile_size: int) -> Path:
     """Write report.png, worst_boards.png, report.html and summary.json; return the HTML path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     hist = out_dir / "report.png"
     worst_png = out_dir / "worst_boards.png"
     histogram_png(p, hist)
-    worst = worst_boards_png(p, worst_png) if p.good else []
+    worst = worst_boards_png(p, worst_png, tile_size) if p.good else []
     cal = p.calibration
     rows = "".join(
         f"<tr><td>{html.escape(str(b.scan))}</td><td>{b.board_id}</td><td>{b.start_line}-{b.end_line}</td>"
@@ -155,8 +142,9 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.2em .5em
 <b>{html.escape(p.rule.type)}</b>, target false-reject rate {100 * (cal.target_frr or 0):g} %.</p>
 <img alt="board score histogram" src="data:image/png;base64,{_b64(hist)}">
 <h2>Worst good boards</h2>
-<p>The good boards that score highest, with their tile scores (tiles over the proposed threshold framed in red).
-If one of them shows a real defect, remove its scan from the good data and calibrate again.</p>
+<p>The good boards that score highest, with their tile scores as heat colours against the proposed threshold
+(the middle of the colour bar; tiles over it framed in white). If one of them shows a real defect, remove its
+scan from the good data and calibrate again.</p>
 <table><tr><th>scan</th><th>board</th><th>lines</th><th>tiles</th><th>worst tile</th></tr>{rows}</table>
 {f'<img alt="worst good boards" src="data:image/png;base64,{_b64(worst_png)}">' if worst else ''}
 <h2>Data</h2><p>{html.escape(cal.source)}</p>

@@ -23,7 +23,9 @@ from edge_inspect.decision.calibration_file import BoardRule, Calibration
 from edge_inspect.decision.verdict import Verdict
 from edge_inspect.errors import InputDataError
 from edge_inspect.inference.base import Backend
+from edge_inspect.monitoring.board_view import scan_label
 from edge_inspect.pipeline import Pipeline
+from edge_inspect.progress import Progress
 
 log = structlog.get_logger(__name__)
 
@@ -37,8 +39,8 @@ class BoardScores:
     start_line: int
     end_line: int
     tile_scores: np.ndarray
-    rows: np.ndarray
-    cols: np.ndarray
+    xs: np.ndarray      # tile positions in board pixels (TileMeta.x, .y)
+    ys: np.ndarray
     incomplete: bool
     defective: bool | None = None  # from a ground_truth.json beside the scan, else unknown
 
@@ -72,7 +74,8 @@ def score_scan(cfg: Config, backend: Backend, cal: Calibration, scan: Path) -> S
     source = ReplaySource(scan, cfg.camera.lines_per_frame, cfg.camera.line_rate_hz, "max")
     verdicts: list[Verdict] = []
     pipe = Pipeline(cfg, source, backend, cal, verdicts.append, source.width, source.channels)
-    stats = pipe.run()
+    with Progress(f"scoring {scan_label(scan)}", total=source.total_lines, unit="lines") as bar:
+        stats = pipe.run(tick=lambda st: bar.set(st.lines_decided))
     if stats.error:
         raise InputDataError(f"{scan}: {stats.error}")
     out = ScanScores(scan=scan, truth=truth_path_for(scan))
@@ -80,8 +83,8 @@ def score_scan(cfg: Config, backend: Backend, cal: Calibration, scan: Path) -> S
         out.boards.append(BoardScores(
             scan=scan, board_id=v.board_id, start_line=v.start_line, end_line=v.end_line,
             tile_scores=np.asarray(v.tile_scores, np.float32),
-            rows=np.array([m.row for m in v.tile_metas], np.int32),
-            cols=np.array([m.col for m in v.tile_metas], np.int32),
+            xs=np.array([m.x for m in v.tile_metas], np.int64),
+            ys=np.array([m.y for m in v.tile_metas], np.int64),
             incomplete=v.incomplete,
         ))
     if out.truth is not None:

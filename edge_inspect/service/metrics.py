@@ -81,6 +81,15 @@ class _PipelineCollector:
                 fam = kind(f"edge_inspect_{key}", _RECORD_DOCS[key])
                 fam.add_metric([], float(value))
                 yield fam
+        g = GaugeMetricFamily("edge_inspect_stage_stalled",
+                              "1 while a stage has work waiting and has made no progress for service.stall_after_s",
+                              labels=["stage"])
+        for stage in pipe.progress:
+            g.add_metric([stage], 1.0 if stage in self._svc.stalled else 0.0)
+        yield g
+        c = CounterMetricFamily("edge_inspect_stalls", "times a stage was found stalled (the watchdog stops pinging)")
+        c.add_metric([], float(self._svc.stalls))
+        yield c
         g = GaugeMetricFamily("edge_inspect_queue_depth", "items waiting in front of a stage", labels=["queue"])
         for q, depth in pipe.queue_depths.items():
             g.add_metric([q], float(depth))

@@ -75,6 +75,9 @@ class Service:
         # the last 100,000 verdict latencies for the summary at stop: allocated once, never grows
         self._latencies = np.full(100_000, np.nan)
         self._n_latencies = 0
+        #: stages stalled at the last check, and how many times a stall began (metrics, alerts)
+        self.stalled: list[str] = []
+        self.stalls = 0
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._model_stamp = _file_stamp(Path(cfg.inference.backend.model))
@@ -157,8 +160,8 @@ class Service:
             self.metrics.verdict_latency.observe(dt)
 
     def board_image(self, v: Verdict, image: np.ndarray, scale: int) -> None:
-        if self.heatmaps is not None:
-            self.heatmaps.submit(v, image, scale, self.cal.tile_threshold)
+        if self.heatmaps is not None and v.verdict == "reject":
+            self.heatmaps.submit(v, image, scale, self.cal.tile_threshold, self.source.name)
 
     # -- supervision --------------------------------------------------------------------------
     def run(self) -> int:
@@ -178,11 +181,11 @@ class Service:
         monitor = StallMonitor(pipe, self.source, self.cfg.service.stall_after_s)
         heap = HeapTrimmer(self.cfg.service.heap_trim_interval_s)
         wd_every = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None
+        check_every = wd_every or 1.0  # stalls are looked for (and shown in metrics) without a watchdog too
         st_every = self.cfg.service.status_interval_s
         next_wd = time.monotonic()
         next_status = time.monotonic() + st_every
         last_boards, last_t = 0, time.monotonic()
-        stalled_before: list[str] = []
         stopping = False
         try:
             while pipe.running():
@@ -195,15 +198,18 @@ class Service:
                 if self._reload.is_set() and not stopping:
                     self._reload.clear()
                     self.reload()
-                if wd_every is not None and now >= next_wd:
+                if now >= next_wd:
                     stalled = monitor.stalled()
                     if not stalled:
-                        self.notifier.watchdog()
-                    elif stalled != stalled_before:
+                        if wd_every is not None:
+                            self.notifier.watchdog()
+                    elif stalled != self.stalled:
+                        self.stalls += 1
                         log.error("pipeline_stalled", stages=stalled, backlog=pipe.backlog(),
-                                  action="watchdog pings withheld: systemd will restart the service")
-                    stalled_before = stalled
-                    next_wd = now + wd_every
+                                  action="watchdog pings withheld: systemd will restart the service"
+                                  if wd_every is not None else "no systemd watchdog: logged only")
+                    self.stalled = stalled
+                    next_wd = now + check_every
                 if now >= next_status:
                     boards = pipe.stats.boards
                     rate = (boards - last_boards) / max(1e-9, now - last_t)
