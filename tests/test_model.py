@@ -113,9 +113,16 @@ def test_training_reduces_contextual_loss(trained, tmp_path: Path) -> None:
 
 def test_training_respects_max_minutes(tmp_path: Path) -> None:
     cfg = TrainingConfig(nc=1, epochs=1000, batch_size=4, max_minutes=1e-4, **TINY)
-    result = train(cfg, _smooth_tiles(16, 32, 1), tmp_path)
+    progress.set_interval(0)  # an event for every step
+    try:
+        with capture_logs() as logs:
+            result = train(cfg, _smooth_tiles(16, 32, 1), tmp_path)
+    finally:
+        progress.set_interval(progress.DEFAULT_EVERY_S)
     assert result.stopped_early == "max_minutes" and result.epochs_run < 1000
     assert (tmp_path / "model.pt").is_file()
+    events = [e for e in logs if e["event"] == "progress" and e["task"] == "train ganomaly"]
+    assert events and events[-1]["finished"] and events[-1]["done"] == result.patches_seen
 
 
 def test_checkpoint_round_trip(trained) -> None:

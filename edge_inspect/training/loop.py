@@ -45,6 +45,7 @@ from edge_inspect.evaluation.metrics import auroc
 from edge_inspect.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, read_checkpoint
 from edge_inspect.models.registry import build_nets, build_scoring
 from edge_inspect.models.scoring import ScoringModel, preprocess, score_tiles
+from edge_inspect.progress import Progress
 from edge_inspect.training.augment import flip, jitter, mse_augment
 from edge_inspect.training.proxy import with_proxy_defects
 from edge_inspect.training.steps import STEPS
@@ -54,7 +55,6 @@ __all__ = ["TrainResult", "train", "robust_normalization"]
 
 log = structlog.get_logger(__name__)
 
-_PROGRESS_EVERY_S = 30.0
 # config keys that fix the architecture: a resumed run must agree on them
 _ARCH_KEYS = ("model", "nc", "isize", "ngf", "ndf", "nz", "max_channels", "attention_blocks")
 _MAD_TO_SIGMA = 1.4826  # MAD x this = standard deviation for normal data
@@ -230,8 +230,8 @@ class _Run:
             g_params=sum(p.numel() for p in netg.parameters()), threads=torch.get_num_threads(),
             device=str(device), amp=step.amp, lr_schedule=cfg.lr_schedule, select=cfg.select,
         )
+        bar = Progress(f"train {cfg.model}", total=total_steps * bs, unit="patches", max_seconds=deadline)
         t0 = time.monotonic()
-        last_progress = t0
         seen = 0
         since_val = 0
         done_steps = 0
@@ -259,19 +259,14 @@ class _Run:
                 seen += bs
                 since_val += bs
                 now = time.monotonic()
+                bar.update(bs)
                 if since_val >= cfg.val_every and cfg.select == "proxy_auroc":
                     since_val = 0
                     best = self._validate(netg, netd, val, epoch, seen, now - t0, decision, validations, best)
+                    bar.note(f"epoch {epoch}, proxy AUROC {validations[-1]['proxy_auroc'].get(decision, '-')}")
                 if deadline is not None and now - t0 >= deadline:
                     stopped = "max_minutes"
                     break
-                if now - last_progress >= _PROGRESS_EVERY_S:
-                    last_progress = now
-                    rate = seen / (now - t0)
-                    log.info("train.progress", epoch=epoch, step=steps, steps=steps_per_epoch,
-                             patches_per_s=round(rate, 1), eta_s=round(_eta(total_steps - done_steps, bs, rate,
-                                                                            now - t0, deadline)),
-                             con=round(sums.get("con", 0.0) / steps, 5))
             epoch_losses = {k: v / max(steps, 1) for k, v in sums.items()}
             epoch_losses["epoch"] = epoch
             losses.append(epoch_losses)
@@ -282,6 +277,7 @@ class _Run:
             if stopped:
                 log.warning("train.stopped", reason=stopped, epoch=epoch, max_minutes=cfg.max_minutes)
                 break
+        bar.close()
         seconds = time.monotonic() - t0
         if cfg.select == "proxy_auroc":  # the end of the run is a candidate too
             best = self._validate(netg, netd, val, epoch, seen, seconds, decision, validations, best)
@@ -429,10 +425,3 @@ class _Run:
             stopped_early=stopped, patches_seen=seen, decision_score=saved_cfg.decision(), selected=selected,
             losses=losses, val_scores=val_scores,
         )
-
-
-def _eta(steps_left: int, bs: int, rate: float, elapsed: float, deadline: float | None) -> float:
-    eta = steps_left * bs / rate if rate > 0 else math.inf
-    if deadline is not None:
-        eta = min(eta, max(deadline - elapsed, 0.0))
-    return 0.0 if math.isinf(eta) else eta
