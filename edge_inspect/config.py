@@ -32,12 +32,24 @@ class CameraConfig(_Strict):
 
 class SegmenterConfig(_Strict):
     mode: Literal["image", "frame"] = "image"
-    foreground_level: int = Field(40, ge=0, le=255, description="grey level above which a pixel is board")
-    enter_fraction: float = Field(0.5, gt=0, le=1, description="line foreground fraction that starts a board")
-    exit_fraction: float = Field(0.2, ge=0, le=1, description="fraction below which a line counts as gap")
+    foreground_level: int = Field(
+        30, ge=0, le=255, description="grey level above which a pixel is board: between the conveyor's brightest "
+        "and the darkest wood")
+    enter_fraction: float = Field(
+        0.25, gt=0, le=1, description="share of the camera width that must be foreground to start a board "
+        "(below the narrowest board's share)")
+    exit_fraction: float = Field(
+        0.05, ge=0, le=1, description="share of the camera width below which a line counts as gap (nearly all "
+        "conveyor)")
     min_gap_lines: int = Field(16, ge=1, description="gap lines needed to end a board")
-    min_board_lines: int = Field(256, ge=1, description="shorter segments are ignored as debris")
+    min_board_lines: int = Field(256, ge=1, description="shorter pieces are recorded and rejected as fragments")
     max_board_lines: int = Field(20000, ge=1, description="longer boards are closed and a new segment begun")
+    edge_close_px: int = Field(
+        32, ge=0, description="across the board: dark gaps up to this wide near an edge (knots, stains) are "
+        "still board")
+    edge_band_px: int = Field(
+        8, ge=0, description="outermost columns of each board side where conveyor-dark pixels (skew, a ragged "
+        "edge) are filled with the mirrored board before scoring")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "SegmenterConfig":

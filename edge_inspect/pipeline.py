@@ -78,7 +78,7 @@ class PipelineStats:
     boards: int = 0
     rejects: int = 0
     incomplete: int = 0
-    ignored_segments: int = 0
+    fragments: int = 0
     wall_s: float = 0.0
     stage_s: StageTimes = field(default_factory=StageTimes)
     error: str | None = None
@@ -320,7 +320,7 @@ class Pipeline:
                 self.progress["tiling"] += 1
         finally:
             st.lines_lost = self._tiler.lines_lost
-            st.ignored_segments = self._tiler.ignored_segments
+            st.fragments = self._tiler.fragments
             st.stage_s.tiling = busy
             self._infer_q.put(_END)
 

@@ -40,7 +40,7 @@ def test_reject_with_reason_and_defect_region():
     (v,) = agg.ended(ended(2, 8))
     assert v.verdict == "reject" and v.score == 2.5
     assert "3 tiles over" in v.reasons[0]
-    assert v.defects == [{"x": 256, "y": 0, "w": 512, "h": 512, "peak_score": 2.5, "tiles": 3}]
+    assert v.defects == [{"x": 256, "board_x": 0, "y": 0, "w": 512, "h": 512, "peak_score": 2.5, "tiles": 3}]
 
 
 def test_topk_and_count_rules():

@@ -114,24 +114,64 @@ def check_order(run: Run) -> None:
     assert open_id is None
 
 
+def row_extent(block: np.ndarray, level: int = 40) -> tuple[int, int]:
+    """The documented rule for these gap-free rectangular boards: the board is the columns that
+    are foreground in at least half of the row's lines (the full width when there are none)."""
+    cols = np.flatnonzero(2 * (block.astype(int).mean(axis=2) > level).sum(axis=0) >= len(block))
+    return (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, block.shape[1])
+
+
+def row_xs(x0: int, x1: int, w: int) -> list[int]:
+    """Tiles across the board from its left edge, the last aligned to its right edge; one centred
+    tile for a board narrower than a tile."""
+    if x1 - x0 >= T:
+        return [x0 + x for x in grid_positions(x1 - x0, T, S)]
+    return [min(max(0, (x0 + x1 - T) // 2), w - T)]
+
+
+def mirrored(block: np.ndarray, x0: int, x1: int, cols: np.ndarray, level: int = 40, band: int = 8) -> np.ndarray:
+    """Columns `cols` of `block` as the model sees them: columns outside [x0, x1) mirrored into
+    the board; in the outermost `band` columns inside each edge, pixels no brighter than the
+    conveyor replaced by the pixel mirrored at the band's inner side."""
+    width = x1 - x0
+    m = np.mod(cols - x0, 2 * width)
+    out = block[:, x0 + np.where(m < width, m, 2 * width - 1 - m)].copy()
+    e = min(band, width // 4)
+    for j, c in enumerate(cols):
+        if x0 <= c < x0 + e:
+            src = 2 * (x0 + e) - 1 - c
+        elif x1 - e <= c < x1:
+            src = 2 * (x1 - e) - 1 - c
+        else:
+            continue
+        dark = block[:, c].astype(int).mean(axis=1) <= level
+        out[dark, j] = block[dark, src]
+    return out
+
+
 def check_tiles(run: Run, band: np.ndarray, first_line: int = 0) -> None:
-    """Every tile equals band[y:y+T, x:x+T] of its board, and the grid is the expected one."""
+    """Tiles follow the board: per row they lie across the board's extent, and each equals the
+    board's pixels (rows of a board shorter than T: its last line repeated; columns beside a
+    board narrower than a tile: the board mirrored at its edge)."""
     by_id = {b.board_id: b for b in run.boards()}
-    for meta, px in run.tiles:
-        b = by_id[meta.board_id]
-        y0 = b.start_line - first_line + meta.y
-        n = min(T, b.end_line - b.start_line)  # shorter boards: last line repeated
-        np.testing.assert_array_equal(px[:n], band[y0 : y0 + n, meta.x : meta.x + T])
-        np.testing.assert_array_equal(px[n:], np.broadcast_to(px[n - 1], (T - n, *px.shape[1:])))
     w = band.shape[1]
     for b in run.boards():
-        metas = [m for m, _ in run.tiles if m.board_id == b.board_id]
-        ys = grid_positions(b.end_line - b.start_line, T, S)
-        xs = grid_positions(w, T, S)
-        assert [(m.row, m.col, m.y, m.x) for m in metas] == [
-            (r, c, y, x) for r, y in enumerate(ys) for c, x in enumerate(xs)
-        ]
-        assert b.n_tiles == len(metas)
+        length = b.end_line - b.start_line
+        metas = [(m, px) for m, px in run.tiles if m.board_id == b.board_id]
+        expected = []
+        for r, y in enumerate(grid_positions(length, T, S)):
+            y0 = b.start_line - first_line + y
+            block = band[y0 : y0 + min(T, length)]
+            block = np.concatenate([block, np.broadcast_to(block[-1:], (T - len(block), *block.shape[1:]))])
+            x0, x1 = row_extent(block)
+            xs = row_xs(x0, x1, w)
+            expected += [(r, c, y, x, x - x0) for c, x in enumerate(xs)]
+            for (m, px) in metas:
+                if m.row == r:
+                    cols = np.arange(m.x, m.x + T)
+                    np.testing.assert_array_equal(px, mirrored(block, x0, x1, cols))
+        assert [(m.row, m.col, m.y, m.x, m.bx) for m, _ in metas] == expected
+        assert by_id[b.board_id].n_tiles == len(metas)
 
 
 # -- grid -------------------------------------------------------------------------------------
@@ -202,14 +242,15 @@ def test_mixed_strip_sizes_and_mono():
     check_tiles(a, band)
 
 
-def test_overlapping_grid_with_full_width_and_aligned_last_column():
+def test_overlapping_grid_follows_the_board_and_aligns_to_its_edges():
     band = pattern_band(400, 100, [(50, 250, 20, 80)])
     run = feed(Tiler(make_cfg(), 100, 3), strips_of(band, 64))
     (b,) = run.boards()
     assert (b.start_line, b.end_line) == (50, 250)
     xs = sorted({m.x for m, _ in run.tiles})
     ys = sorted({m.y for m, _ in run.tiles})
-    assert xs == [0, 16, 32, 48, 64, 68]  # full camera width, last aligned to W - T
+    assert xs == [20, 36, 48]  # from the board's left edge (20), the last aligned to its right (80 - T)
+    assert sorted({m.bx for m, _ in run.tiles}) == [0, 16, 28]  # board-relative
     assert ys == list(range(0, 161, 16)) + [168]  # last aligned to L - T = 168
     check_tiles(run, band)
 
@@ -237,15 +278,17 @@ def test_short_dark_gap_and_weak_lines_do_not_split_a_board():
         check_tiles(run, band)
 
 
-def test_exact_min_gap_splits_and_specks_are_ignored():
+def test_exact_min_gap_splits_and_a_short_piece_is_a_fragment():
     band = pattern_band(1200, 100, [(100, 300, 0, 100), (308, 400, 0, 100), (600, 620, 0, 100)])
     for n in (1, 7, 64, 1000):
         tiler = Tiler(make_cfg(), 100, 3)
         run = feed(tiler, strips_of(band, n))
-        # A gap of exactly min_gap_lines ends the board; the 20-line speck is debris.
-        assert [(b.start_line, b.end_line) for b in run.boards()] == [(100, 300), (308, 400)]
-        assert tiler.ignored_segments == 1
-        assert not any(getattr(e, "start_line", 0) >= 600 for e in run.events)
+        # A gap of exactly min_gap_lines ends the board; the 20-line piece is not dropped: it is
+        # a fragment with its own (padded) tiles, for the decision stage to reject
+        assert [(b.start_line, b.end_line, b.reason) for b in run.boards()] == [
+            (100, 300, "gap"), (308, 400, "gap"), (600, 620, "fragment")]
+        assert tiler.fragments == 1 and run.boards()[-1].n_tiles > 0
+        check_tiles(run, band)
 
 
 def test_max_board_lines_splits_continuous_material():
@@ -312,7 +355,7 @@ def test_segmentation_matches_a_per_line_reference_on_random_scenes():
             check_order(run)
             got = [(b.start_line, b.end_line, b.reason, b.width) for b in run.boards()]
             assert got == expected[0]
-            assert tiler.ignored_segments == expected[1]
+            assert tiler.fragments == expected[1]
             check_tiles(run, band)
 
 
@@ -323,10 +366,10 @@ def reference_segments(band: np.ndarray, cfg: TilingConfig) -> tuple[list, int]:
     fg = band[..., 0] > seg.foreground_level
     counts = fg.sum(axis=1)
     boards: list = []
-    ignored = 0
+    fragments = 0
 
     def close(s: int, e: int, reason: str) -> None:
-        nonlocal ignored
+        nonlocal fragments
         cont = False
         while e - s > seg.max_board_lines:
             boards.append((s, s + seg.max_board_lines, "max_length"))
@@ -335,7 +378,8 @@ def reference_segments(band: np.ndarray, cfg: TilingConfig) -> tuple[list, int]:
         if cont or e - s >= seg.min_board_lines:
             boards.append((s, e, reason))
         else:
-            ignored += 1
+            fragments += 1
+            boards.append((s, e, "fragment"))
 
     start = run = None
     for i in range(n):
@@ -357,7 +401,7 @@ def reference_segments(band: np.ndarray, cfg: TilingConfig) -> tuple[list, int]:
     for s, e, r in boards:
         col = fg[s:e].sum(axis=0)
         with_width.append((s, e, r, int(np.count_nonzero(2 * col >= e - s))))
-    return with_width, ignored
+    return with_width, fragments
 
 
 # -- frame mode -------------------------------------------------------------------------------

@@ -95,6 +95,9 @@ class BoardAggregator:
         b = self._boards.pop(bid)
         scores = np.concatenate(b.scores) if b.scores else np.zeros(0, np.float32)
         board_score, bad, reasons = apply_board_rule(scores, self.cal)
+        if ev.reason == "fragment":  # material that is not a board of its own never passes unseen
+            bad = True
+            reasons.append(f"fragment: {ev.end_line - ev.start_line} lines, shorter than a board")
         incomplete = ev.incomplete or b.n_scored < ev.n_tiles
         if incomplete:
             why = extra_reason or ev.reason
@@ -114,7 +117,8 @@ class BoardAggregator:
 
     def _regions(self, metas: list[TileMeta], scores: np.ndarray, over: np.ndarray) -> list[dict]:
         """Tiles over the threshold grouped into 8-connected regions on the tile grid, each as
-        a box in board pixels (y from the board's first line) with its peak score."""
+        a box (x in camera columns, `board_x` from the board's left edge, y from the board's
+        first line) with its peak score."""
         hot = np.flatnonzero(over)
         if not hot.size:
             return []
@@ -129,10 +133,11 @@ class BoardAggregator:
         for label in range(1, n):  # raster order of each region's first tile; 0 is the background
             members = hot[region_of == label]
             xs = [metas[i].x for i in members]
+            bxs = [metas[i].bx for i in members]
             ys = [metas[i].y for i in members]
             x0, y0 = min(xs), min(ys)
             regions.append({
-                "x": x0, "y": y0, "w": max(xs) + t - x0, "h": max(ys) + t - y0,
+                "x": x0, "board_x": min(bxs), "y": y0, "w": max(xs) + t - x0, "h": max(ys) + t - y0,
                 "peak_score": float(scores[members].max()), "tiles": int(stats[label, cv2.CC_STAT_AREA]),
             })
         return regions

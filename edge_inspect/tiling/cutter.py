@@ -2,22 +2,25 @@
 
 Positions along an axis of length L are 0, S, 2S, ... while a tile fits, plus one last tile
 aligned to L - T when the grid does not already end there, so every pixel is covered and no
-tile reaches past the board. Columns span the full camera width; rows are relative to the
-board's first line.
+tile reaches past the board. Rows are relative to the board's first line; columns follow the
+board in each row (`lateral.py`: from its left edge, the last aligned to its right edge).
 
 Copying is done per tile row: a read-only strided view presents the grid columns of a row as
 one [n_cols, T, T, C] array, so one numpy assignment copies the whole row (plus one slice copy
-for the aligned last column). Nothing is copied until the consumer calls `write_into`.
+for the aligned last column). Only the edge tiles, whose conveyor is filled, are copied ahead;
+nothing else is copied until the consumer calls `write_into`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from edge_inspect.tiling.events import TileMeta, TilesCut
+from edge_inspect.tiling.lateral import filled_tile, needs_fill, row_layout
 from edge_inspect.tiling.stitcher import BandStitcher
 
 
@@ -33,52 +36,55 @@ def grid_positions(length: int, tile: int, stride: int) -> list[int]:
     return pos
 
 
-# One tile row to copy: the strided view of its grid columns [n_grid, T, T, C] and the aligned
-# last column [T, T, C] (None when the grid already ends at W - T).
-RowSource = tuple[np.ndarray, "np.ndarray | None"]
+@dataclass(frozen=True, slots=True)
+class RowSource:
+    """One tile row to copy: the strided view of its grid tiles [n_grid, T, T, C], the aligned
+    last tile [T, T, C] (None when the grid already ends on the board's right edge), the column
+    of every tile, the board's left edge in this row (for board-relative positions), and copies
+    of the tiles that reach beside the board or into an edge band, filled (`lateral.py`)."""
+
+    grid: np.ndarray
+    aligned: np.ndarray | None
+    xs: list[int]
+    x0: int
+    filled: dict[int, np.ndarray]  # column index -> tile with the conveyor beside the board filled
 
 
 class TileCutter:
-    """Column layout and row sources for one camera width; shared by all boards."""
+    """Tile rows of one camera width: per row the board's extent is measured over the row's
+    lines (`lateral.board_row`), the conveyor beside it filled, and tiles laid across the board
+    only, from its left edge at the stride, the last one aligned to its right edge."""
 
-    def __init__(self, tile: int, stride: int, width: int, channels: int) -> None:
+    def __init__(self, tile: int, stride: int, width: int, channels: int, level: int = 40,
+                 close_px: int = 32, band_px: int = 8) -> None:
         if width < tile:
             raise ValueError(f"width {width} is smaller than the tile size {tile}")
         self.tile = tile
         self.stride = stride
         self.width = width
         self.channels = channels
-        self.xs = grid_positions(width, tile, stride)
-        self.n_grid = (width - tile) // stride + 1
-        self.has_aligned = len(self.xs) > self.n_grid
-        self._view: np.ndarray | None = None
-        self._view_key: tuple[int, int] = (-1, -1)
+        self.level = level  # foreground level; the tiler updates it as the segmenter adapts
+        self.close_px = close_px
+        self.band_px = band_px
 
-    @property
-    def n_cols(self) -> int:
-        return len(self.xs)
-
-    def _grid_view(self, buf: np.ndarray) -> np.ndarray:
-        """[rows, n_grid, T, T, C] read-only view: [r] is the grid row whose top is buffer row r."""
-        t = self.tile
-        s0, s1, s2 = buf.strides
-        return as_strided(
-            buf,
-            shape=(buf.shape[0] - t + 1, self.n_grid, t, t, self.channels),
-            strides=(s0, self.stride * s1, s0, s1, s2),
-            writeable=False,
-        )
+    def _row(self, block: np.ndarray) -> RowSource:
+        """The row of tiles in `block` [T, W, C] (a view of the band, or a padded copy)."""
+        t, s = self.tile, self.stride
+        x0, x1, lo, hi = row_layout(block, self.level, self.close_px, t)
+        xs = [lo + x for x in grid_positions(hi - lo, t, s)]
+        n_grid = (hi - lo - t) // s + 1
+        s0, s1, s2 = block.strides
+        grid = as_strided(block[:, lo:], shape=(n_grid, t, t, self.channels), strides=(s * s1, s0, s1, s2),
+                          writeable=False)
+        aligned = block[:, hi - t:hi] if len(xs) > n_grid else None
+        filled = {c: filled_tile(block, x, t, x0, x1, self.level, self.band_px)
+                  for c, x in enumerate(xs) if needs_fill(x, t, x0, x1, self.band_px)}
+        return RowSource(grid, aligned, xs, x0, filled)
 
     def band_row(self, band: BandStitcher, line: int) -> RowSource:
         """The tile row whose top is absolute `line`; its T lines must be in the band."""
-        key = (id(band), band.generation)
-        if key != self._view_key or self._view is None:
-            self._view = self._grid_view(band.buffer)
-            self._view_key = key
         r = band.index(line)
-        t = self.tile
-        aligned = band.buffer[r : r + t, self.width - t :] if self.has_aligned else None
-        return self._view[r], aligned
+        return self._row(band.buffer[r : r + self.tile])
 
     def padded_row(self, lines: np.ndarray) -> RowSource:
         """A row for a board shorter than T: its lines, then its last line repeated to fill T
@@ -88,9 +94,7 @@ class TileCutter:
         n = lines.shape[0]
         block[:n] = lines
         block[n:] = lines[n - 1]
-        view = self._grid_view(block)
-        aligned = block[:, self.width - t :] if self.has_aligned else None
-        return view[0], aligned
+        return self._row(block)
 
 
 class BoardTiles:
@@ -134,7 +138,7 @@ class BoardTiles:
 
     def _add(self, y: int, source: RowSource) -> None:
         bid, row = self.board_id, self._row
-        self._metas.extend(TileMeta(bid, row, c, x, y) for c, x in enumerate(self._cutter.xs))
+        self._metas.extend(TileMeta(bid, row, c, x, y, x - source.x0) for c, x in enumerate(source.xs))
         self._rows.append(source)
         self._row += 1
         self._last_y = y
@@ -152,7 +156,7 @@ class BoardTiles:
 def _writer(rows: list[RowSource], cutter: TileCutter, n: int) -> Callable[..., None]:
     """write_into(out, start=0, stop=None): copy tiles [start, stop) of the batch into `out`.
     The optional range lets a consumer split a batch (e.g. across a ring's end)."""
-    t, c, ncols, ngrid = cutter.tile, cutter.channels, cutter.n_cols, cutter.n_grid
+    t, c = cutter.tile, cutter.channels
 
     def write_into(out: np.ndarray, start: int = 0, stop: int | None = None) -> None:
         stop = n if stop is None else stop
@@ -162,20 +166,28 @@ def _writer(rows: list[RowSource], cutter: TileCutter, n: int) -> Callable[..., 
             raise ValueError(
                 f"out must be uint8 {(stop - start, t, t, c)}, got {out.dtype} {out.shape}"
             )
-        first_row, skip = divmod(start, ncols)
-        i = 0
-        for grid, aligned in rows[first_row:]:
-            if i >= stop - start:
-                break
-            lo = skip  # first column of this row still to copy
-            hi = min(ncols, lo + (stop - start - i))
-            skip = 0
+        i = 0  # tiles written
+        k = 0  # index of the first tile of the current row within the batch
+        for row in rows:
+            ncols, ngrid = len(row.xs), row.grid.shape[0]
+            lo, hi = max(start - k, 0), min(stop - k, ncols)
+            k += ncols
+            if lo >= hi:
+                if k >= stop:
+                    break
+                continue
             g_hi = min(hi, ngrid)
+            first = i
             if lo < g_hi:
-                out[i : i + g_hi - lo] = grid[lo:g_hi]
+                out[i : i + g_hi - lo] = row.grid[lo:g_hi]
                 i += g_hi - lo
-            if hi > ngrid and aligned is not None:
-                out[i] = aligned
+            if hi > ngrid and row.aligned is not None:
+                out[i] = row.aligned
                 i += 1
+            for col, tile in row.filled.items():  # the few edge tiles, filled beside the board
+                if lo <= col < hi:
+                    out[first + col - lo] = tile
+            if k >= stop:
+                break
 
     return write_into

@@ -8,14 +8,17 @@ from typing import Callable
 
 @dataclass(frozen=True, slots=True)
 class TileMeta:
-    """Where a tile lies: `x` is the column of its left edge, `y` the line of its top edge
-    relative to the board's first line; `row`/`col` index the tile grid of the board."""
+    """Where a tile lies: `x` is the camera column of its left edge, `y` the line of its top
+    edge relative to the board's first line, `bx` its left edge relative to the board's left
+    edge in that tile row (negative only for a board narrower than a tile); `row`/`col` index
+    the tile grid of the board (columns follow the board, so rows may differ in length)."""
 
     board_id: int
     row: int
     col: int
     x: int
     y: int
+    bx: int = 0
 
 
 @dataclass(frozen=True, slots=True)

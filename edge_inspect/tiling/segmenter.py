@@ -1,15 +1,20 @@
 """Board segmenter: finds where boards begin and end in the line stream (image mode).
 
 Works on per-line foreground pixel counts, one strip at a time, with hysteresis: a board starts
-at the first line whose foreground fraction reaches `enter_fraction` and ends at the first line
-of a run of at least `min_gap_lines` lines below `exit_fraction`. Runs and start candidates are
-found with numpy on the whole strip; Python only loops over the transitions found.
+at the first line whose foreground reaches `enter_fraction` of the camera width and ends at the
+first line of a run of at least `min_gap_lines` lines that are (nearly) all conveyor: their
+foreground is below `exit_fraction` of the width (default 5 %). Dark wood, a dark knot or a
+stain across most of a board leaves board pixels brighter than the conveyor in its lines, so it
+does not end the board; a real gap does. Each line is judged on its own, so the result does not
+depend on how the stream is cut into strips. Runs and start candidates are found with numpy on
+the whole strip; Python only loops over the transitions found.
 
 The segmenter emits `SegEvent`s in line order:
   start(line, incomplete)  a candidate segment begins (the tiler starts keeping its lines)
   confirm(line)            it is known to be a board (>= min_board_lines, or exempt)
   end(line, reason)        the board ends, `line` exclusive
-  drop(line)               the candidate was debris (shorter than min_board_lines)
+  end(line, "fragment")    the candidate ended shorter than min_board_lines: a piece of material
+                           that is not a board of its own, recorded (and rejected) all the same
 and keeps `settled`: every line before it is known to belong to the open segment, so tile rows
 and column counts up to it can be taken without waiting for the board end.
 """
@@ -29,7 +34,6 @@ _log = structlog.get_logger(__name__)
 START = "start"
 CONFIRM = "confirm"
 END = "end"
-DROP = "drop"
 
 
 class SegEvent(NamedTuple):
@@ -70,9 +74,9 @@ class BoardSegmenter:
         self._min_gap = cfg.min_gap_lines
         self._min_len = cfg.min_board_lines
         self._max_len = cfg.max_board_lines
-        self.ignored_segments = 0
+        self.fragments = 0
         self._end = 0  # one past the last line fed
-        self.reset()
+        self.reset(after_gap=True)  # a board in view at the first line: its start was not seen
 
     def reset(self, after_gap: bool = False) -> None:
         """Forget the open segment. With `after_gap`, the next strip's first line, if it is not a
@@ -143,8 +147,8 @@ class BoardSegmenter:
         stopped while material kept coming ("stopped").
 
         end_of_stream behaves like a gap after the last line (a short trailing run below exit is
-        not board; debris is dropped). lines_lost and stopped close at the last received line and
-        never drop: a board whose end was not seen must reach the decision stage as incomplete."""
+        not board; a short piece is a fragment). lines_lost and stopped close at the last received
+        line: a board whose end was not seen must reach the decision stage as incomplete."""
         events: list[SegEvent] = []
         if self._open:
             stop = self._end
@@ -182,14 +186,14 @@ class BoardSegmenter:
     def _finish(self, stop: int, reason: str, events: list[SegEvent], keep_short: bool = False) -> None:
         self._split_until(stop, events)
         length = stop - self._start
-        if self._confirmed or keep_short or length >= self._min_len:
-            if not self._confirmed:
-                self._confirm(events)
-            events.append(SegEvent(END, stop, reason))
-        else:
-            self.ignored_segments += 1
-            _log.debug("debris segment ignored", start_line=self._start, lines=length)
-            events.append(SegEvent(DROP, stop))
+        if not (self._confirmed or keep_short or length >= self._min_len):
+            self.fragments += 1
+            _log.warning("fragment", start_line=self._start, lines=length, min_board_lines=self._min_len,
+                         action="recorded and rejected as a fragment")
+            reason = "fragment"
+        if not self._confirmed:
+            self._confirm(events)
+        events.append(SegEvent(END, stop, reason))
         self._open = False
         self._run = None
 

@@ -24,7 +24,6 @@ from edge_inspect.tiling.cutter import BoardTiles, TileCutter
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TilesCut, TilingEvent
 from edge_inspect.tiling.segmenter import (
     CONFIRM,
-    END,
     START,
     BoardSegmenter,
     SegEvent,
@@ -67,7 +66,8 @@ class Tiler:
         self._channels = channels
         self._frame_mode = seg.mode == "frame"
         self._level = seg.foreground_level
-        self._cutter = TileCutter(t, cfg.stride, width, channels)
+        self._cutter = TileCutter(t, cfg.stride, width, channels, seg.foreground_level,
+                                  seg.edge_close_px, seg.edge_band_px)
         capacity = 4 * (t + cfg.stride + seg.min_board_lines + seg.min_gap_lines)
         self._band = BandStitcher(width, channels, capacity)
         self._segmenter = BoardSegmenter(seg, width)
@@ -81,8 +81,9 @@ class Tiler:
         self.lines_lost = 0
 
     @property
-    def ignored_segments(self) -> int:
-        return self._segmenter.ignored_segments
+    def fragments(self) -> int:
+        """Pieces of material shorter than a board, recorded and rejected as fragments."""
+        return self._segmenter.fragments
 
     # -- public ----------------------------------------------------------------------------
 
@@ -134,7 +135,7 @@ class Tiler:
         events: list[TilingEvent] = []
         if not self._frame_mode:
             self._close_open("stopped" if stopped else "end_of_stream", events)
-        self._segmenter.reset()
+        self._segmenter.reset(after_gap=True)  # a board in view when the next stream starts is incomplete
         self._expected = None
         return events
 
@@ -206,10 +207,8 @@ class Tiler:
             seg.board_id = self._new_id()
             seg.tiles = BoardTiles(seg.board_id, seg.start, self._cutter)
             events.append(BoardStarted(seg.board_id, seg.start, seg.t_start))
-        elif ev.kind == END:
+        else:  # END
             self._end_board(seg, ev.line, ev.reason, events)
-        else:  # DROP: debris, counted and logged by the segmenter
-            self._seg = None
 
     def _end_board(self, seg: _Segment, end: int, reason: str, events: list[TilingEvent]) -> None:
         tiles = seg.tiles
@@ -219,8 +218,7 @@ class Tiler:
         self._accumulate(seg, end)
         tiles.cut_final(self._band, length)
         self._emit_tiles(tiles, events)
-        # Horizontal extent: columns that are foreground in at least half of the board's lines.
-        width = int(np.count_nonzero(2 * seg.counts >= length)) if length > 0 else 0
+        width = self._board_width(seg)
         events.append(
             BoardEnded(
                 board_id=seg.board_id,
@@ -246,6 +244,12 @@ class Tiler:
             events.append(cut)
 
     # -- bookkeeping -----------------------------------------------------------------------
+
+    def _board_width(self, seg: _Segment) -> int:
+        """Horizontal extent so far: columns foreground in at least half of the board's lines
+        (the camera width before any line is in)."""
+        n = seg.acc - seg.start
+        return int(np.count_nonzero(2 * seg.counts >= n)) if n > 0 else self._width
 
     def _accumulate(self, seg: _Segment, upto: int) -> None:
         """Add the foreground columns of lines [seg.acc, upto) to the segment's counts. Lines of

@@ -1,0 +1,130 @@
+"""Boards as they are (issue 14): tiles follow the board across the width (skew, dark knots near
+an edge, a board narrower than a tile, a defect on the very edge), dark wood does not end a
+board, and every piece of material gets a record (fragments, a board in view at the start,
+touching boards)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+from conftest import DEMO_CAL, DEMO_MODEL, run_cli
+from test_tiling import feed, make_cfg, strips_of
+
+from edge_inspect.tiling.lateral import board_extent
+from edge_inspect.tiling.segmenter import foreground_mask
+from edge_inspect.tiling.tiler import Tiler
+
+T = 32
+CONVEYOR, WOOD = 15, 180
+
+
+def scene(n: int, w: int, boards: list[tuple[int, int, int, int, float]], seed: int = 0) -> np.ndarray:
+    """Grey scan: noisy dark conveyor, boards (y0, y1, x0, x1, skew px/line) of noisy bright wood."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(CONVEYOR, 2.0, (n, w))
+    for y0, y1, x0, x1, skew in boards:
+        for y in range(y0, y1):
+            d = int(round(skew * (y - y0)))
+            img[y, max(0, x0 + d):min(w, x1 + d)] = rng.normal(WOOD, 6.0, min(w, x1 + d) - max(0, x0 + d))
+    return np.clip(img, 0, 255).astype(np.uint8)[..., None]
+
+
+def tiles_of(run) -> list:
+    return [(m, px) for m, px in run.tiles]
+
+
+def test_skewed_board_tiles_follow_it_and_see_no_conveyor():
+    band = scene(700, 200, [(100, 600, 40, 160, 0.04)])  # the board drifts 20 px to the right
+    run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05), 200, 1), strips_of(band, 64))
+    (b,) = run.boards()
+    rows: dict[int, list] = {}
+    for m, px in tiles_of(run):
+        rows.setdefault(m.row, []).append((m, px))
+        assert px.min() > 40, (m, px.min())  # conveyor (and its sliver at a skewed edge) filled
+        assert m.bx >= 0
+    first = [m.x for m, _ in rows[0]]
+    last = [m.x for m, _ in rows[max(rows)]]
+    assert first[0] in range(40, 44) and last[0] in range(56, 64)  # the left edge drifted with the board
+    assert first[-1] + T in range(158, 163) and last[-1] + T in range(176, 181)
+
+
+def test_dark_knot_near_an_edge_does_not_cut_the_board():
+    band = scene(400, 300, [(50, 350, 50, 250, 0.0)])
+    band[150:200, 58:85] = 12  # a dark knot 8 px inside the left edge, 27 px wide
+    fg = foreground_mask(band[150:182], 40)
+    assert board_extent(fg, close_px=32) == (50, 250)
+    run = feed(Tiler(make_cfg(foreground_level=40), 300, 1), strips_of(band, 64))
+    assert min(m.x for m, _ in tiles_of(run)) == 50  # every row starts at the board's edge
+
+
+def test_board_narrower_than_a_tile_gets_one_centred_tile_of_its_own_wood():
+    band = scene(300, 120, [(50, 250, 60, 80, 0.0)])  # 20 px wide
+    run = feed(Tiler(make_cfg(foreground_level=40, enter_fraction=0.1, exit_fraction=0.05), 120, 1),
+               strips_of(band, 64))
+    (b,) = run.boards()
+    assert b.width == 20
+    xs = {m.x for m, _ in tiles_of(run)}
+    assert xs == {54}  # (60 + 80 - 32) // 2
+    assert all(px.min() > 40 for _, px in tiles_of(run))  # beside it: the board mirrored, no conveyor
+
+
+def test_a_defect_on_the_very_edge_is_scored_beyond_the_edge_band():
+    """Decided: in the outermost 8 px of each side, pixels as dark as the conveyor are taken for
+    conveyor (skew, a ragged edge) and filled; a dark defect reaching the edge is scored from 8 px
+    inside it, and anything brighter than the conveyor up to the edge."""
+    band = scene(300, 200, [(50, 250, 40, 160, 0.0)])
+    band[100:140, 40:60] = 10   # a dark defect on the left edge, 20 px deep
+    band[100:140, 150:160] = 250  # a bright one on the right edge
+    run = feed(Tiler(make_cfg(foreground_level=40), 200, 1), strips_of(band, 64))
+    for m, px in tiles_of(run):
+        y0 = 50 + m.y
+        if m.x == 40 and y0 <= 100 and y0 + T >= 140:  # the left edge tile over the dark defect
+            rows = slice(100 - y0, 140 - y0)
+            assert (px[rows, 0:8] > 40).all()      # edge band: filled
+            assert (px[rows, 8:20] == 10).all()    # beyond it: the defect as the camera saw it
+        if m.x + T == 160 and y0 <= 100 and y0 + T >= 140:
+            assert (px[100 - y0:140 - y0, T - 10:] == 250).all()  # bright: kept up to the edge
+
+
+def test_dark_wood_and_a_dark_streak_do_not_end_a_board():
+    band = scene(900, 256, [(100, 800, 20, 236, 0.0)])
+    board = band[100:800, 20:236]
+    board[:] = np.clip(board.astype(int) - 145, 0, 255).astype(np.uint8)  # dark wood: about 35
+    band[400:460, 30:220] = 18  # a black stain across 88 % of the board for 60 lines (> min_gap_lines)
+    tiler = Tiler(make_cfg(foreground_level=30, enter_fraction=0.25, exit_fraction=0.05, min_gap_lines=16), 256, 1)
+    run = feed(tiler, strips_of(band, 64))
+    assert [(b.start_line, b.end_line, b.reason) for b in run.boards()] == [(100, 800, "gap")]
+
+
+def test_touching_boards_are_one_record_and_long_material_is_split():
+    band = scene(2600, 64, [(100, 1100, 0, 64, 0.0), (1100, 2400, 0, 64, 0.0)])  # end to end, no gap
+    run = feed(Tiler(make_cfg(foreground_level=40, max_board_lines=1000), 64, 1), strips_of(band, 50))
+    assert [(b.start_line, b.end_line, b.reason) for b in run.boards()] == [
+        (100, 1100, "max_length"), (1100, 2100, "max_length"), (2100, 2400, "gap")]
+
+
+def _cfg(tmp_path) -> str:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(f"camera: {{lines_per_frame: 64}}\n"
+                 f"tiling: {{segmenter: {{foreground_level: 30, min_board_lines: 256}}}}\n"
+                 f"inference: {{backend: {{type: onnxruntime, model: {DEMO_MODEL}}}}}\n"
+                 f"decision: {{calibration: {DEMO_CAL}}}\n")
+    return str(p)
+
+
+def test_every_piece_of_material_gets_a_record_through_replay(tmp_path):
+    """A board in view when the scan starts (its start unseen), a short piece of wood (a
+    fragment) and a whole board: three records; the first two rejected with their reason."""
+    rgb = scene(1400, 320, [(0, 300, 20, 300, 0.0), (420, 520, 40, 290, 0.0), (700, 1200, 30, 300, 0.0)], seed=3)
+    path = tmp_path / "scan.png"
+    cv2.imwrite(str(path), cv2.cvtColor(rgb[..., 0], cv2.COLOR_GRAY2BGR))
+    r = run_cli("replay", path, "--config", _cfg(tmp_path), "--out", tmp_path / "rec")
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [json.loads(x) for x in (tmp_path / "rec" / "boards.jsonl").read_text().splitlines()]
+    assert [(x["start_line"], x["end_line"]) for x in recs] == [(0, 300), (420, 520), (700, 1200)]
+    assert recs[0]["verdict"] == "reject" and recs[0]["incomplete"]  # its start was never seen
+    assert recs[1]["verdict"] == "reject" and any(x.startswith("fragment: 100 lines") for x in recs[1]["reasons"])
+    assert not recs[2]["incomplete"] and recs[2]["n_tiles"] > 0
+    assert "fragment" in r.stderr  # and a log line says so
