@@ -163,7 +163,8 @@ def test_realtime_paces_by_recorded_time_and_close_stops(tmp_path):
 
 
 def test_records_a_live_camera(tmp_path):
-    """A second of the viky GenTL camera recorded and read back identically."""
+    """81 frames of the viky GenTL camera recorded and read back identically (a frame count, not
+    a time: a loaded machine may take longer to fetch them)."""
     pytest.importorskip("harvesters.core", reason="harvesters (camera extra) not installed")
     genicam = pytest.importorskip("genicam", reason="genicam (camera extra) not installed")
     cti = Path(genicam.__file__).parent / "viky.cti"
@@ -180,10 +181,10 @@ def test_records_a_live_camera(tmp_path):
     for s in cam.strips():
         rec.write(s)
         seen.append(Strip(s.lines.copy(), s.first_line, s.t_ns, s.frame_id))  # pool slots are reused
-        if time.monotonic() - t0 > 1.0:
+        if len(seen) >= 81 or time.monotonic() - t0 > 60.0:
             cam.close()
     rec.close()
-    assert len(seen) >= 50 and rec.chunks_written >= 2
+    assert len(seen) >= 81 and rec.chunks_written >= 2
     src = RecordingSource(tmp_path / "cam")
     assert src.meta["camera"]["model"] == "Viky" and src.meta["camera"]["pixel_format"] == "RGBa8"
     assert_same(list(src.strips()), seen)
