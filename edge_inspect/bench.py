@@ -37,7 +37,7 @@ def _sample_tiles(cfg: Config, scan: Path, n: int) -> np.ndarray:
     from edge_inspect.tiling.scan_tiles import iter_scan_tiles
 
     got: list[np.ndarray] = []
-    for block in iter_scan_tiles(scan, cfg):
+    for _, block in iter_scan_tiles(scan, cfg):
         got.append(block)
         if sum(map(len, got)) >= n:
             break

@@ -213,7 +213,8 @@ def train(args: argparse.Namespace) -> int:
     data = training_data(args.data, cfg, args.data_kind)
     _out(f"training data: {data.describe()}")
     picked, extra = training_contamination(args.data, cfg.training)
-    result = run_training(cfg.training, data.images, args.out, extra_train=extra, trained_on=data.manifest())
+    result = run_training(cfg.training, data.images, args.out, extra_train=extra, trained_on=data.manifest(),
+                          groups=data.groups)
     record_contamination(args.out, picked)
     if picked is not None:
         _out(f"contamination: {len(picked.images)} defect images mixed into training "

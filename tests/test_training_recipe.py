@@ -72,6 +72,7 @@ def test_scan_and_recording_are_cut_by_the_run_time_tiler(tmp_path: Path) -> Non
     cfg = _cfg()
     d = training_data(path, cfg)
     assert d.kind == "scan" and all(im.shape == (32, 32, 1) for im in d.images) and len(d.images) > 4
+    assert sorted(set(d.groups)) == [1, 2] and len(d.groups) == len(d.images)  # tiles know their board
     src = ReplaySource(path, 50, 5000)
     with Recorder(tmp_path / "rec", width=96, channels=1, lines_per_frame=50, max_bytes=1 << 30,
                   max_file_frames=100) as rec:
@@ -136,6 +137,9 @@ def test_split_is_by_image_seeded_and_disjoint() -> None:
     assert list(va) == list(va2) and len(va) == 2 and len(tr) == 8 and not set(tr) & set(va)
     assert len(split_images(3, 0.01, 0)[1]) == 1  # at least one validation image
     assert len(split_images(1, 0.5, 0)[1]) == 0
+    groups = [1, 1, 1, 2, 2, 3, 3, 3, 3, 4]  # a scan's tiles: a board is held out whole
+    tr, va = split_images(10, 0.25, seed=1, groups=groups)
+    assert {groups[i] for i in tr}.isdisjoint({groups[i] for i in va}) and len(tr) + len(va) == 10
 
 
 def test_augmentation_keeps_good_product_within_its_limits() -> None:

@@ -60,11 +60,16 @@ class PatchSet:
         return out
 
 
-def split_images(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) image indices, split by image so that no validation patch overlaps a
-    training patch; validation gets at least one image when there are two or more."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * val_fraction))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+def split_images(n: int, val_fraction: float, seed: int, groups: list[int] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) image indices, split by image (or, with `groups`, by group: a board's
+    tiles stay together) so that no validation patch overlaps a training patch; validation gets
+    at least one image (group) when there are two or more."""
+    keys = np.arange(n) if groups is None else np.asarray(groups)
+    uniq = np.unique(keys)
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    n_val = int(round(len(uniq) * val_fraction))
+    if val_fraction > 0 and len(uniq) >= 2:
+        n_val = min(max(n_val, 1), len(uniq) - 1)
+    val = np.isin(keys, uniq[order[:n_val]])
+    return np.flatnonzero(~val), np.flatnonzero(val)

@@ -46,6 +46,7 @@ class TrainingData:
     kind: str
     path: Path
     files: list[Path] = field(default_factory=list)
+    groups: list[int] | None = None  # a scan's tiles: the board of each (held out whole)
 
     def describe(self) -> str:
         pixels = sum(im.shape[0] * im.shape[1] for im in self.images)
@@ -114,12 +115,13 @@ def training_data(data: Path, cfg: Config, kind: DataKind = "auto") -> TrainingD
     else:
         scan = data if kind == "recording" else resolve_scan(data)
         files = [scan] if kind == "recording" else scan_files(scan)
-        blocks = list(iter_scan_tiles(scan, cfg))
-        if not blocks:
+        cut = list(iter_scan_tiles(scan, cfg))
+        if not cut:
             raise InputDataError(f"{scan}: no boards found, so no training tiles (check tiling.segmenter)")
-        tiles = np.concatenate(blocks)
-        _check_channels(tiles[0], scan, tc.nc)
-        out = TrainingData([tiles[i] for i in range(len(tiles))], kind, scan, files)
+        _check_channels(cut[0][1][0], scan, tc.nc)
+        images = [tile for _, block in cut for tile in block]
+        groups = [bid for bid, block in cut for _ in range(len(block))]
+        out = TrainingData(images, kind, scan, files, groups)
     log.info("training_data", kind=kind, path=str(out.path), images=len(out.images), files=len(out.files))
     return out
 

@@ -180,7 +180,7 @@ def load_tiles(source: Path, tile_size: int, channels: int, labels: Path | None 
 
         cfg = Config()
         cfg = cfg.model_copy(update={"tiling": cfg.tiling.model_copy(update={"tile_size": tile_size, "stride": tile_size})})
-        blocks = list(iter_scan_tiles(resolve_scan(source), cfg))
+        blocks = [b for _, b in iter_scan_tiles(resolve_scan(source), cfg)]
         if not blocks:
             raise InputDataError(f"{source}: no boards found, so no tiles to compare (check tiling.segmenter)")
         ts = TileSet(check_tiles(np.concatenate(blocks), tile_size, channels))

@@ -14,9 +14,9 @@ from edge_inspect.tiling.events import TilesCut
 from edge_inspect.tiling.tiler import Tiler
 
 
-def iter_scan_tiles(scan: Path, cfg: Config) -> Iterator[np.ndarray]:
-    """Yield uint8 [n, T, T, C] blocks of tiles in scan order (a scan file or folder, or a
-    recording)."""
+def iter_scan_tiles(scan: Path, cfg: Config) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (board id, uint8 [n, T, T, C] block of its tiles) in scan order (a scan file or
+    folder, or a recording)."""
     src = open_scan(scan, cfg)
     tiler = Tiler(cfg.tiling, src.width, src.channels)
     t = cfg.tiling.tile_size
@@ -26,7 +26,7 @@ def iter_scan_tiles(scan: Path, cfg: Config) -> Iterator[np.ndarray]:
             if isinstance(ev, TilesCut):
                 block = np.empty((len(ev.metas), t, t, src.channels), np.uint8)
                 ev.write_into(block)
-                yield block
+                yield ev.board_id, block
 
     try:
         for strip in src.strips():

@@ -112,7 +112,8 @@ def _as_images(data: np.ndarray | list[np.ndarray], cfg: TrainingConfig, what: s
 
 
 def train(cfg: TrainingConfig, data: np.ndarray | list[np.ndarray], out_dir: Path, resume: Path | None = None,
-          extra_train: np.ndarray | list[np.ndarray] | None = None, trained_on: dict | None = None) -> TrainResult:
+          extra_train: np.ndarray | list[np.ndarray] | None = None, trained_on: dict | None = None,
+          groups: list[int] | None = None) -> TrainResult:
     """Train ``cfg.model`` on good images (uint8 HxWxC each, or tiles [N, T, T, C]); see the module
     docstring for the recipe and the outputs.
 
@@ -120,12 +121,13 @@ def train(cfg: TrainingConfig, data: np.ndarray | list[np.ndarray], out_dir: Pat
     to ``cfg.epochs``. ``extra_train``: images added to the training part only, never to
     validation (the anti-noise study's defect contamination: thresholds stay clean).
     ``trained_on``: what the data was (kind, files and their sha256), kept in the checkpoint and
-    train.json so that calibration can refuse the model's own training scans.
+    train.json so that calibration can refuse the model's own training scans. ``groups``: which
+    images belong together (a scan's tiles: their board), held out together.
     """
     images = _as_images(data, cfg, "training images")
     if not images:
         raise InputDataError("no training images")
-    train_idx, val_idx = split_images(len(images), cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = split_images(len(images), cfg.val_fraction, cfg.seed, groups)
     if cfg.max_tiles is not None:
         train_idx = np.sort(np.random.default_rng(cfg.seed).permutation(train_idx)[:cfg.max_tiles])
     train_images = [images[i] for i in train_idx]
