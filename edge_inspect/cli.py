@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one scan image (a) or a folder of frame files (b) (default: %(default)s)")
     p.add_argument("--lines-per-frame", type=int, default=64,
                    help="frame height for --format frames (default: %(default)s)")
+    p.add_argument("--style", choices=["standard", "hard"], default="standard",
+                   help="standard: pale boards, 70-95 %% of the width, straight, evenly lit, apart; hard: each "
+                        "board also draws the hard cases of real lines (dark wood, 40-100 %% widths anywhere "
+                        "across, skew up to 1.5 degrees, boards touching end to end, lighting falling off "
+                        "toward one side, dark knots cut by a board's end, large low-contrast marks); the "
+                        "ground truth lists each board's (default: %(default)s)")
+    p.add_argument("--board-lines", type=int, nargs=2, default=[600, 1000], metavar=("MIN", "MAX"),
+                   help="board length range in lines, MIN >= 256 (default: 600 1000)")
 
     p = sub.add_parser("train", help="train a model on good tiles (needs the train extra)")
     _add_config(p)

@@ -181,14 +181,15 @@ def synth(args: argparse.Namespace) -> int:
     _setup(args, Config())
     try:
         spec = SynthSpec(boards=args.boards, defect_rate=args.defect_rate, seed=args.seed,
-                         width=args.width, channels=1 if args.grey else 3)
+                         width=args.width, channels=1 if args.grey else 3, style=args.style,
+                         board_lines=tuple(args.board_lines))
     except ValueError as exc:
         raise InputDataError(f"synth: {exc}") from None
     try:
         truth = write_synthetic_scans(args.out, spec, fmt=args.format, lines_per_frame=args.lines_per_frame)
     except ValueError as exc:
         raise InputDataError(f"synth: {exc}") from None
-    _out(f"wrote {args.boards} boards to {args.out} (ground truth {truth})")
+    _out(f"wrote {args.boards} {args.style} boards to {args.out} (ground truth {truth})")
     return 0
 
 
