@@ -129,10 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="new reject threshold from recent good boards, with a report")
     _add_config(p)
     p.add_argument("--scans", nargs="+", type=Path, default=None, metavar="SCAN",
-                   help="scans of good boards (file, folder of frames, or a synth output folder); "
-                        "required unless --rollback")
+                   help="scans of good boards, each scored on its own: an image file, a synth output folder, "
+                        "a recording, or a folder of images (one scan when all are camera.lines_per_frame lines "
+                        "high but the last, else one scan per image); required unless --rollback")
     p.add_argument("--defect-scans", nargs="+", type=Path, default=None, metavar="SCAN",
-                   help="scans with defective boards, to estimate detection (default: none)")
+                   help="scans with defective boards (as --scans), to estimate detection (default: none)")
+    p.add_argument("--allow-training-scans", action="store_true",
+                   help="accept scans the model was trained on (refused otherwise); the false-reject "
+                        "estimate is then optimistic")
     p.add_argument("--records", type=Path, default=None,
                    help="boards.jsonl the scans were inspected with: refuse if its model differs (default: no check)")
     p.add_argument("--target-frr", type=float, default=0.01,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import structlog
 import yaml
-from conftest import DEMO_CAL, DEMO_MODEL, ROOT
+from conftest import DEMO_CAL, DEMO_MODEL
 
 from edge_inspect import cli
 from edge_inspect.acquisition.synthetic import SynthSpec, write_synthetic_scans
@@ -223,21 +223,6 @@ def scans(tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in specs}
 
 
-@pytest.fixture
-def site(tmp_path) -> dict[str, Path]:
-    """A config whose calibration is a tmp copy of the shipped one."""
-    cal = tmp_path / "calibration" / "current.yaml"
-    cal.parent.mkdir()
-    cal.write_bytes(DEMO_CAL.read_bytes())
-    data = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    data["inference"]["backend"]["model"] = str(DEMO_MODEL)
-    data["decision"]["calibration"] = str(cal)
-    data["output"]["records_dir"] = str(tmp_path / "records")
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump(data))
-    return {"cfg": cfg, "cal": cal, "dir": cal.parent, "tmp": tmp_path}
-
-
 @pytest.fixture(autouse=True)
 def _structlog_defaults():
     """The CLI run in-process points structlog at pytest's capture stream, which is closed after
@@ -261,11 +246,14 @@ def test_calibrate_apply_meets_its_bound_on_fresh_boards_then_rollback(scans, si
                         "--report", report, "--yes")
     assert rc == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("Boards scored: 48 good (2 scans), 8 defect")
+    assert lines[:3] == [f"--scans {scans['good']}: 1 scan (synth folder: scan.png)",
+                         f"--scans {scans['good2']}: 1 scan (synth folder: scan.png)",
+                         f"--defect-scans {scans['defect'] / 'scan.png'}: 1 scan (image file)"]
+    assert lines[3].startswith("Boards scored: 48 good (2 scans), 8 defect")
     current = yaml.safe_load(original)["tile_threshold"]
-    assert lines[1].startswith(f"Current threshold {current:.4f}")
-    assert lines[2].startswith("Proposed threshold ") and "with 95 % confidence" in lines[2]
-    assert "of 8 defect boards" in lines[2]
+    assert lines[4].startswith(f"Current threshold {current:.4f}")
+    assert lines[5].startswith("Proposed threshold ") and "with 95 % confidence, Clopper-Pearson" in lines[5]
+    assert "of 8 defect boards" in lines[5]
     assert any(line.startswith("Applied: ") for line in lines)
     assert any("applies at next start" in line or "reload" in line for line in lines)
 
