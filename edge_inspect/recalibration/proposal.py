@@ -196,8 +196,8 @@ def false_reject_statement(p: Proposal) -> str:
     text = (f"The proposed threshold {ch.threshold:.4f} rejects {ch.exceedances} of the {ch.n} good boards calibrated "
             f"on: a measured false-reject rate of {_pct(ch.expected_frr)}. On good boards like these "
             f"the false-reject rate is at most {_pct(ch.frr_upper95)} with 95 % confidence (one-sided "
-            f"Clopper-Pearson upper bound for {ch.exceedances} in {ch.n}; the threshold is set between two of these "
-            f"boards' scores, for which the bound holds whatever the scores' distribution).")
+            f"Clopper-Pearson upper bound for {ch.exceedances} in {ch.n}; the threshold is placed by these boards' own "
+            f"scores, for which the bound holds whatever their distribution).")
     if p.optimistic:
         text += (" Optimistic: some of these good boards were training data of the model, which scores boards "
                  "it learned lower than fresh ones.")
