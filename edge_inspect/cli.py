@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one scan image (a) or a folder of frame files (b) (default: %(default)s)")
     p.add_argument("--lines-per-frame", type=int, default=64,
                    help="frame height for --format frames (default: %(default)s)")
+    p.add_argument("--style", choices=["standard", "hard"], default="standard",
+                   help="standard: pale boards, 70-95 %% of the width, straight, evenly lit, apart; hard: each "
+                        "board also draws the hard cases of real lines (dark wood, 40-100 %% widths anywhere "
+                        "across, skew up to 1.5 degrees, boards touching end to end, lighting falling off "
+                        "toward one side, dark knots cut by a board's end, large low-contrast marks); the "
+                        "ground truth lists each board's (default: %(default)s)")
+    p.add_argument("--board-lines", type=int, nargs=2, default=[600, 1000], metavar=("MIN", "MAX"),
+                   help="board length range in lines, MIN >= 256 (default: 600 1000)")
 
     p = sub.add_parser("train", help="train a model on good tiles (needs the train extra)")
     _add_config(p)
@@ -121,10 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="new reject threshold from recent good boards, with a report")
     _add_config(p)
     p.add_argument("--scans", nargs="+", type=Path, default=None, metavar="SCAN",
-                   help="scans of good boards (file, folder of frames, or a synth output folder); "
-                        "required unless --rollback")
+                   help="scans of good boards, each scored on its own: an image file, a synth output folder, "
+                        "a recording, or a folder of images (one scan when all are camera.lines_per_frame lines "
+                        "high but the last, else one scan per image); required unless --rollback")
     p.add_argument("--defect-scans", nargs="+", type=Path, default=None, metavar="SCAN",
-                   help="scans with defective boards, to estimate detection (default: none)")
+                   help="scans with defective boards (as --scans), to estimate detection (default: none)")
+    p.add_argument("--allow-training-scans", action="store_true",
+                   help="accept scans the model was trained on (refused otherwise); the false-reject "
+                        "estimate is then optimistic")
     p.add_argument("--records", type=Path, default=None,
                    help="boards.jsonl the scans were inspected with: refuse if its model differs (default: no check)")
     p.add_argument("--target-frr", type=float, default=0.01,

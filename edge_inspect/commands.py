@@ -181,14 +181,15 @@ def synth(args: argparse.Namespace) -> int:
     _setup(args, Config())
     try:
         spec = SynthSpec(boards=args.boards, defect_rate=args.defect_rate, seed=args.seed,
-                         width=args.width, channels=1 if args.grey else 3)
+                         width=args.width, channels=1 if args.grey else 3, style=args.style,
+                         board_lines=tuple(args.board_lines))
     except ValueError as exc:
         raise InputDataError(f"synth: {exc}") from None
     try:
         truth = write_synthetic_scans(args.out, spec, fmt=args.format, lines_per_frame=args.lines_per_frame)
     except ValueError as exc:
         raise InputDataError(f"synth: {exc}") from None
-    _out(f"wrote {args.boards} boards to {args.out} (ground truth {truth})")
+    _out(f"wrote {args.boards} {args.style} boards to {args.out} (ground truth {truth})")
     return 0
 
 
@@ -269,12 +270,13 @@ def calibrate(args: argparse.Namespace) -> int:
     )
     from edge_inspect.recalibration.proposal import build_proposal, summary_lines
     from edge_inspect.recalibration.report import write_report
+    from edge_inspect.acquisition.scan_sets import scan_set
     from edge_inspect.recalibration.scoring import (
         check_records_model,
-        checked_scan,
         provisional_calibration,
         score_scan,
     )
+    from edge_inspect.recalibration.training_scans import check_training_scans
 
     cfg = _setup(args)
     current_path = cfg.decision.calibration
@@ -297,13 +299,21 @@ def calibrate(args: argparse.Namespace) -> int:
     if not 0 < args.target_frr < 1:
         sys.stderr.write(f"edge-inspect calibrate: error: --target-frr must be between 0 and 1, got {args.target_frr}\n")
         return 2
-    good = [checked_scan(s) for s in args.scans]  # every path checked before any work starts
-    defect = [checked_scan(s) for s in args.defect_scans or []]
+    # every path checked before any work starts; each argument may stand for several scans
+    sets = [(flag, scan_set(p, cfg.camera.lines_per_frame))
+            for flag, paths in (("--scans", args.scans), ("--defect-scans", args.defect_scans or [])) for p in paths]
+    good = [s for flag, ss in sets if flag == "--scans" for s in ss.scans]
+    defect = [s for flag, ss in sets if flag == "--defect-scans" for s in ss.scans]
     current = load_calibration(current_path) if current_path.exists() else None
     backend = create_backend(cfg.inference.backend)
     try:
         if args.records is not None:
             check_records_model(args.records, backend.model_sha256)
+        learned = check_training_scans(sets, backend.trained_on, args.allow_training_scans)
+        for flag, ss in sets:
+            _out(f"{flag} {ss.path}: {ss.describe()}")
+        for t in learned:
+            _out(f"{t.flag} {t.given}: {t.scan} was training data of the model (allowed by --allow-training-scans)")
         score = args.score or (current.score if current is not None else "residual_max")
         if score not in backend.score_names:
             raise ConfigError(f"score {score!r} is not an output of the model ({', '.join(backend.score_names)})")
@@ -315,7 +325,7 @@ def calibrate(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     proposal = build_proposal(good_scores, defect_scores, args.target_frr, score, rule, sha,
-                              new_version(current_path), current)
+                              new_version(current_path), current, [t.scan for t in learned])
     cal = proposal.calibration
     report_dir = args.report or current_path.parent / "reports" / cal.version
     page = write_report(proposal, report_dir, cfg.tiling.tile_size)

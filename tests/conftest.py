@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edge_inspect.acquisition.synthetic import SynthSpec, write_synthetic_scans
 from edge_inspect.config import Config, load_config
@@ -35,6 +36,22 @@ def small_scan(tmp_path_factory) -> Path:
     write_synthetic_scans(out, SynthSpec(boards=6, defect_rate=0.5, seed=4242, width=512,
                                          board_lines=(300, 600)))
     return out / "scan.png"
+
+
+@pytest.fixture
+def site(tmp_path) -> dict[str, Path]:
+    """The demo config with the shipped model and a tmp copy of the shipped calibration (the
+    repository's calibration/ is never touched)."""
+    cal = tmp_path / "calibration" / "current.yaml"
+    cal.parent.mkdir()
+    cal.write_bytes(DEMO_CAL.read_bytes())
+    data = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    data["inference"]["backend"]["model"] = str(DEMO_MODEL)
+    data["decision"]["calibration"] = str(cal)
+    data["output"]["records_dir"] = str(tmp_path / "records")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    return {"cfg": cfg, "cal": cal, "dir": cal.parent, "tmp": tmp_path}
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:

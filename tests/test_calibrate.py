@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import structlog
 import yaml
-from conftest import DEMO_CAL, DEMO_MODEL, ROOT
+from conftest import DEMO_CAL, DEMO_MODEL, run_cli
 
 from edge_inspect import cli
 from edge_inspect.acquisition.synthetic import SynthSpec, write_synthetic_scans
@@ -223,21 +223,6 @@ def scans(tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in specs}
 
 
-@pytest.fixture
-def site(tmp_path) -> dict[str, Path]:
-    """A config whose calibration is a tmp copy of the shipped one."""
-    cal = tmp_path / "calibration" / "current.yaml"
-    cal.parent.mkdir()
-    cal.write_bytes(DEMO_CAL.read_bytes())
-    data = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    data["inference"]["backend"]["model"] = str(DEMO_MODEL)
-    data["decision"]["calibration"] = str(cal)
-    data["output"]["records_dir"] = str(tmp_path / "records")
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump(data))
-    return {"cfg": cfg, "cal": cal, "dir": cal.parent, "tmp": tmp_path}
-
-
 @pytest.fixture(autouse=True)
 def _structlog_defaults():
     """The CLI run in-process points structlog at pytest's capture stream, which is closed after
@@ -261,11 +246,14 @@ def test_calibrate_apply_meets_its_bound_on_fresh_boards_then_rollback(scans, si
                         "--report", report, "--yes")
     assert rc == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("Boards scored: 48 good (2 scans), 8 defect")
+    assert lines[:3] == [f"--scans {scans['good']}: 1 scan (synth folder: scan.png)",
+                         f"--scans {scans['good2']}: 1 scan (synth folder: scan.png)",
+                         f"--defect-scans {scans['defect'] / 'scan.png'}: 1 scan (image file)"]
+    assert lines[3].startswith("Boards scored: 48 good (2 scans), 8 defect")
     current = yaml.safe_load(original)["tile_threshold"]
-    assert lines[1].startswith(f"Current threshold {current:.4f}")
-    assert lines[2].startswith("Proposed threshold ") and "with 95 % confidence" in lines[2]
-    assert "of 8 defect boards" in lines[2]
+    assert lines[4].startswith(f"Current threshold {current:.4f}")
+    assert lines[5].startswith("Proposed threshold ") and "with 95 % confidence, Clopper-Pearson" in lines[5]
+    assert "of 8 defect boards" in lines[5]
     assert any(line.startswith("Applied: ") for line in lines)
     assert any("applies at next start" in line or "reload" in line for line in lines)
 
@@ -348,3 +336,45 @@ def test_refuses_defect_boards_passed_as_good(scans, site, capsys):
 def test_usage_errors(site, capsys):
     rc, _, err = _cli(capsys, "calibrate", "--config", site["cfg"])
     assert rc == 2 and "--scans" in err
+
+
+@pytest.mark.slow
+def test_each_file_and_recording_is_a_scan_of_its_own(scans, site):
+    """A folder of two scan images is two scans (a board cut by the file boundary is not joined
+    back), a recording is one; each argument says what it gave, through the real CLI."""
+    import cv2
+
+    from edge_inspect.acquisition.recording import Recorder
+    from edge_inspect.acquisition.replay import ReplaySource
+
+    truth = json.loads((scans["good2"] / "ground_truth.json").read_text())
+    b = truth["boards"][len(truth["boards"]) // 2]
+    cut = (b["start_line"] + b["end_line"]) // 2   # inside a board
+    img = cv2.imread(str(scans["good2"] / "scan.png"), cv2.IMREAD_UNCHANGED)
+    split = site["tmp"] / "split"
+    split.mkdir()
+    cv2.imwrite(str(split / "a.png"), img[:cut])
+    cv2.imwrite(str(split / "b.png"), img[cut:])
+    rec = Recorder(site["tmp"] / "rec", width=512, channels=3, lines_per_frame=64, max_file_frames=50)
+    for strip in ReplaySource(scans["good"] / "scan.png", 64, 5000.0).strips():
+        if len(strip.lines) == 64:
+            rec.write(strip)
+    rec.close()
+
+    report = site["tmp"] / "report"
+    r = run_cli("--log-format", "json", "calibrate", "--config", site["cfg"], "--scans", split, site["tmp"] / "rec",
+                "--target-frr", "0.05", "--report", report)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout.splitlines()
+    assert out[:2] == [f"--scans {split}: 2 scans (one per image: not frames of camera.lines_per_frame lines)",
+                       f"--scans {site['tmp'] / 'rec'}: 1 scan (recording)"]
+    events = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    scored = {e["scan"]: e["boards"] for e in events if e["event"] == "scan_scored"}
+    assert set(scored) == {str(split / "a.png"), str(split / "b.png"), str(site["tmp"] / "rec")}
+    assert scored[str(site["tmp"] / "rec")] == 24
+    # the board the cut went through is whole in neither file: read as one scan, the two files
+    # would give exactly the truth's boards (fragments are debris, or boards of their own)
+    assert scored[str(split / "a.png")] + scored[str(split / "b.png")] != len(truth["boards"])
+    assert out[2].startswith("Boards scored: ") and "good (3 scans)" in out[2]
+    assert not [e for e in events if e["event"] == "board_crop_failed"]   # worst boards drawn from the recording too
+    assert (report / "report.html").read_text().count("data:image/png;base64,") == 2

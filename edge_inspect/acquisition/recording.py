@@ -78,6 +78,11 @@ def _chunk_files(folder: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def chunk_files(folder: Path) -> list[Path]:
+    """A recording's finished chunk files in index order."""
+    return [p for _, p in _chunk_files(folder)]
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
@@ -305,7 +310,7 @@ class RecordingSource:
         self.counters = None  # the recording's gaps are in its line counters
         self.reconnecting = False
         self._stop = threading.Event()
-        self.files = [p for _, p in _chunk_files(self.path)]
+        self.files = chunk_files(self.path)
         if not self.files:
             raise InputDataError(f"{self.path}: recording holds no chunk files (nothing was recorded)")
         self._shape = (self.lines_per_frame, self.width, self.channels)

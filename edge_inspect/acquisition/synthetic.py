@@ -4,7 +4,9 @@ Why: the whole pipeline (segmentation, tiling, training, calibration, decisions)
 whose board extents and defects are known exactly, without access to a production line. The
 generator is fully vectorised (loops only per board, per defect and per crack segment) and
 deterministic: every random stream is derived from `SynthSpec.seed` through a `SeedSequence`
-spawn key, so a board's look does not depend on how many boards come after it.
+spawn key, so a board's look does not depend on how many boards come after it. `style: hard`
+adds the hard cases of real lines (`synthetic_looks.py`) from streams of their own, so the
+standard style's bytes for a seed stay what they were.
 
 Image axes: [H, W, C] with H = lines (time, along the board), W = camera pixels (across it).
 Colour arrays are RGB; `write_synthetic_scans` converts to BGR only for `cv2.imwrite`.
@@ -22,16 +24,25 @@ import cv2
 import numpy as np
 import structlog
 
+from edge_inspect.acquisition.synthetic_looks import (
+    BELT_SCALE,
+    FAINT_CONTRAST,
+    STYLES,
+    BoardLook,
+    draw_look,
+    features,
+)
 from edge_inspect.atomic import write_atomic
 from edge_inspect.errors import InputDataError
 
 log = structlog.get_logger(__name__)
 
-# From the production-line wood study: knots, holes, cracks, black stains, chalk marks, others.
-DEFECT_TYPES = ("knot", "hole", "crack", "black_stain", "chalk_mark", "resin_pocket")
-
-# Knots dominate real softwood defect statistics; the rest share the remainder.
+# From the production-line wood study: knots, holes, cracks, black stains, chalk marks, others;
+# drawn at random with these weights (knots dominate real softwood defect statistics).
+_DRAWN_TYPES = ("knot", "hole", "crack", "black_stain", "chalk_mark", "resin_pocket")
 _TYPE_WEIGHTS = np.array([0.30, 0.10, 0.15, 0.15, 0.15, 0.15])
+# The hard style's low-contrast marks add a pale stain (water, sap bleach).
+DEFECT_TYPES = (*_DRAWN_TYPES, "light_stain")
 
 # Typical planed softwood colours (RGB): spruce, pine, yellowish sapwood, larch, fir.
 _PALETTE = np.array(
@@ -48,7 +59,7 @@ _PALETTE = np.array(
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB -> luma (BT.601)
 
 # Spawn-key namespaces, so that adding a stream never shifts another.
-_KEY_LAYOUT, _KEY_BOARD, _KEY_CONVEYOR, _KEY_NOISE = 0, 1, 2, 3
+_KEY_LAYOUT, _KEY_BOARD, _KEY_CONVEYOR, _KEY_NOISE, _KEY_LOOK = 0, 1, 2, 3, 4
 
 FORMAT_VERSION = 1
 
@@ -64,6 +75,7 @@ class SynthSpec:
     board_lines: tuple[int, int] = (600, 1000)  # min/max board length in lines
     gap_lines: tuple[int, int] = (60, 160)  # dark conveyor between boards
     channels: int = 3  # 3 = colour (RGB order), 1 = grey; arrays are always [H, W, C]
+    style: str = "standard"  # "hard": every board draws the hard cases of real lines (synthetic_looks.py)
 
     def validate(self) -> None:
         """Raise ValueError naming the field, so a bad CLI flag gets a clear message."""
@@ -77,20 +89,21 @@ class SynthSpec:
             raise ValueError(f"width must be in 256..16384, got {self.width}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if len(self.board_lines) != 2:
-            raise ValueError(f"board_lines must be (min, max), got {self.board_lines}")
-        bmin, bmax = self.board_lines
-        if bmin < 256:
-            raise ValueError(f"board_lines min must be >= 256, got {bmin}")
-        if bmax < bmin:
-            raise ValueError(f"board_lines max must be >= min, got {self.board_lines}")
-        if len(self.gap_lines) != 2:
-            raise ValueError(f"gap_lines must be (min, max), got {self.gap_lines}")
-        gmin, gmax = self.gap_lines
-        if gmin < 32:
-            raise ValueError(f"gap_lines min must be >= 32, got {gmin}")
-        if gmax < gmin:
-            raise ValueError(f"gap_lines max must be >= min, got {self.gap_lines}")
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)}, got {self.style!r}")
+        _check_range("board_lines", self.board_lines, 256)
+        _check_range("gap_lines", self.gap_lines, 32)
+
+
+def _check_range(name: str, pair: tuple[int, int], least: int) -> None:
+    """A (min, max) field: two values, the min at least `least`, the max not below the min."""
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be (min, max), got {pair}")
+    low, high = pair
+    if low < least:
+        raise ValueError(f"{name} min must be >= {least}, got {low}")
+    if high < low:
+        raise ValueError(f"{name} max must be >= min, got {pair}")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -199,9 +212,9 @@ def _crack(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
     return alpha, colour, alpha >= 0.5
 
 
-def _black_stain(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
-    """Irregular dark grey blotch (fungal/blue stain, dirt): noise thresholded in an envelope."""
-    s = rng.uniform(15, 70)
+def _blotch(rng: np.random.Generator, s: float) -> np.ndarray:
+    """Coverage (0..1) of an irregular blotch about `s` px across: noise thresholded in an
+    elliptic envelope."""
     h, w = int(s * rng.uniform(0.8, 1.3)) + 6, int(s) + 6
     dy, dx = _grid(h, w)
     env = 1.0 - (dx / ((w - 6) / 2.0)) ** 2 - (dy / ((h - 6) / 2.0)) ** 2
@@ -210,18 +223,21 @@ def _black_stain(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
     field = env + 0.35 * noise
     field[h // 2 - 1 : h // 2 + 2, w // 2 - 1 : w // 2 + 2] = 1.0  # never empty
     field = cv2.GaussianBlur(field, (0, 0), 1.0)
-    alpha = _smoothstep(0.1, 0.35, field)
+    return _smoothstep(0.1, 0.35, field)
+
+
+def _black_stain(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
+    """Irregular dark grey blotch (fungal/blue stain, dirt)."""
+    alpha = _blotch(rng, rng.uniform(15, 70))
+    h, w = alpha.shape
     grey = rng.uniform(25, 55)
     mottle = 1.0 + 0.15 * _lowres_noise(rng, h, w, 6, 6)
     colour = np.array([grey, grey, grey * 1.05], dtype=np.float32)[None, None, :] * mottle[..., None]
     return alpha, colour, alpha >= 0.5
 
 
-def _chalk_mark(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
-    """Pale hand-drawn stroke or cross left by a grader's chalk."""
-    length = rng.uniform(40, 150)
-    thick = int(rng.integers(4, 9))
-    cross = rng.random() < 0.4
+def _strokes(rng: np.random.Generator, length: float, thick: int, cross: bool) -> np.ndarray:
+    """Coverage (0..1) of a hand-drawn stroke, or a cross of two, cropped to its ink."""
     size = int(length + 2 * thick + 4)
     canvas = np.zeros((size, size), dtype=np.uint8)
     c = size / 2.0
@@ -237,7 +253,14 @@ def _chalk_mark(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
     shape = canvas.astype(np.float32) / 255.0
     ys, xs = np.nonzero(shape > 0)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    shape = shape[max(0, y0 - 1) : y1 + 1, max(0, x0 - 1) : x1 + 1]
+    return shape[max(0, y0 - 1) : y1 + 1, max(0, x0 - 1) : x1 + 1]
+
+
+def _chalk_mark(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
+    """Pale hand-drawn stroke or cross left by a grader's chalk."""
+    length = rng.uniform(40, 150)
+    thick = int(rng.integers(4, 9))
+    shape = _strokes(rng, length, thick, rng.random() < 0.4)
     h, w = shape.shape
     grain = np.clip(0.8 + 0.2 * rng.standard_normal((h, w)).astype(np.float32), 0.45, 1.0)
     alpha = shape * grain
@@ -262,6 +285,24 @@ def _resin_pocket(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
     return alpha, colour, alpha >= 0.5
 
 
+def _faint_chalk(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
+    """A large chalk mark worn almost off (60-120 px): its colour is a lift of a few grey levels
+    over the wood under it, added rather than blended."""
+    shape = _strokes(rng, rng.uniform(60, 120), int(rng.integers(8, 17)), rng.random() < 0.3)
+    h, w = shape.shape
+    alpha = shape * np.clip(0.85 + 0.1 * rng.standard_normal((h, w)).astype(np.float32), 0.6, 1.0)
+    lift = np.full((h, w, 3), rng.uniform(*FAINT_CONTRAST), dtype=np.float32)
+    return alpha, lift, shape >= 0.5
+
+
+def _light_stain(rng: np.random.Generator, wood: np.ndarray) -> _Patch:
+    """A large pale stain (water, sap bleach; 60-120 px) a few grey levels over the wood (added)."""
+    alpha = _blotch(rng, rng.uniform(70, 130))
+    h, w = alpha.shape
+    lift = rng.uniform(*FAINT_CONTRAST) * (1.0 + 0.15 * _lowres_noise(rng, h, w, 12, 12))
+    return alpha, np.repeat(lift[..., None], 3, axis=2), alpha >= 0.5
+
+
 _RENDERERS: dict[str, Callable[[np.random.Generator, np.ndarray], _Patch]] = {
     "knot": _knot,
     "hole": _hole,
@@ -269,6 +310,11 @@ _RENDERERS: dict[str, Callable[[np.random.Generator, np.ndarray], _Patch]] = {
     "black_stain": _black_stain,
     "chalk_mark": _chalk_mark,
     "resin_pocket": _resin_pocket,
+}
+# Low-contrast marks: their colour is a lift added to the wood.
+_FAINT_RENDERERS: dict[str, Callable[[np.random.Generator, np.ndarray], _Patch]] = {
+    "chalk_mark": _faint_chalk,
+    "light_stain": _light_stain,
 }
 
 
@@ -284,28 +330,41 @@ class _Board:
     mask: np.ndarray  # bool [L, Rw]
     rx0: int
     defects: list[dict[str, Any]]  # x/y/w/h relative to the region
+    wood_level: float  # grey level of the wood's base colour
 
 
-def _render_board(rng: np.random.Generator, length: int, scan_w: int, defect_rate: float) -> _Board:
-    """Render one board: shape, colour, grain, growth rings, shading, then its defects."""
+def _render_board(rng: np.random.Generator, length: int, scan_w: int, defect_rate: float,
+                  look: BoardLook | None = None) -> _Board:
+    """Render one board: shape, colour, grain, growth rings, shading, then its defects. A hard
+    look (`synthetic_looks.py`) changes width, place, skew and colour, and adds its defects."""
     frac = rng.uniform(0.70, 0.95)
     bw = frac * scan_w
     margin = 4.0
     left0 = rng.uniform(margin, scan_w - bw - margin)
-    rx0 = int(max(0, math.floor(left0 - 3)))
-    rx1 = int(min(scan_w, math.ceil(left0 + bw + 3)))
+    slope = 0.0
+    if look is not None:
+        bw, left0, slope = look.placement(scan_w, length)
+    drift = abs(slope) * (length - 1) / 2.0
+    rx0 = int(max(0, math.floor(left0 - drift - 3)))
+    rx1 = int(min(scan_w, math.ceil(left0 + bw + drift + 3)))
     rw = rx1 - rx0
 
     left = left0 - rx0 + _wobble(rng, length, rng.uniform(0.3, 1.5), (300, 3000))
     right = left0 + bw - rx0 + _wobble(rng, length, rng.uniform(0.3, 1.5), (300, 3000))
     y1 = np.arange(length, dtype=np.float32)[:, None]
     x1 = np.arange(rw, dtype=np.float32)[None, :]
+    # Skew: both edges drift sideways along the board, and so does its grain (below).
+    shift = (slope * (y1[:, 0] - (length - 1) / 2.0)).astype(np.float32)
+    if slope:
+        left, right = left + shift, right + shift
     xc = x1 + 0.5
     dist = np.minimum(xc - left[:, None], right[:, None] - xc)
     alpha = np.clip(dist + 0.5, 0.0, 1.0)
 
     # Grain: streaks follow u = x + warp(y), so they run along the board and meander slowly.
     warp = _wobble(rng, length, rng.uniform(3, 25), (400, 4000)) + rng.uniform(-0.01, 0.01) * y1[:, 0]
+    if slope:
+        warp -= shift
     u = x1 + warp[:, None]
     umin = int(math.floor(float(u.min()))) - 1
     n_prof = int(math.ceil(float(u.max()))) - umin + 2
@@ -343,48 +402,93 @@ def _render_board(rng: np.random.Generator, length: int, scan_w: int, defect_rat
     base = (_PALETTE[pick[0]] * mix + _PALETTE[pick[1]] * (1 - mix)) * rng.uniform(0.82, 1.05)
     warmth = rng.uniform(-0.03, 0.06)  # hue shift per board: paler/greyer to redder, never green
     base = (base * np.array([1.0 + warmth, 1.0, 1.0 - 1.5 * warmth])).astype(np.float32)
+    if look is not None and look.dark_level is not None:  # same hue, darker: walnut, wet or old wood
+        base = (base * (look.dark_level / float(base @ _GREY_WEIGHTS))).astype(np.float32)
     rgb = base[None, None, :] * lum[..., None] * (1.0 - latewood[..., None] * ring_tint)
     rgb = rgb.astype(np.float32)
 
     mask = np.zeros((length, rw), dtype=bool)
     defects: list[dict[str, Any]] = []
     if rng.random() < defect_rate:
-        inner_x0 = int(math.ceil(float(left.max()))) + 6
-        inner_x1 = int(math.floor(float(right.min()))) - 6
-        want = int(rng.integers(1, 4))
-        taken: list[tuple[int, int, int, int]] = []
-        for _ in range(40 * want):
-            if len(defects) >= want:
-                break
-            kind = DEFECT_TYPES[int(rng.choice(len(DEFECT_TYPES), p=_TYPE_WEIGHTS))]
+        inner = (int(math.ceil(float(left.max()))) + 6, int(math.floor(float(right.min()))) - 6)
+        defects = _add_defects(rng, rgb, mask, base, inner, look)
+    return _Board(rgb=rgb, alpha=alpha.astype(np.float32), mask=mask, rx0=rx0, defects=defects,
+                  wood_level=float(base @ _GREY_WEIGHTS))
+
+
+def _add_defects(rng: np.random.Generator, rgb: np.ndarray, mask: np.ndarray, base: np.ndarray,
+                 inner: tuple[int, int], look: BoardLook | None) -> list[dict[str, Any]]:
+    """Draw 1-3 defects into `rgb` and `mask` between the columns `inner`, apart from each other;
+    a hard look places its end knot and its low-contrast mark first. Returns their boxes."""
+    length = rgb.shape[0]
+    inner_x0, inner_x1 = inner
+    want = int(rng.integers(1, 4))
+    first: list[str] = []
+    if look is not None:
+        first = (["end_knot"] if look.end_knot else []) + (["faint"] if look.faint_defect else [])
+        want = max(want, len(first))
+    defects: list[dict[str, Any]] = []
+    taken: list[tuple[int, int, int, int]] = []
+    for _ in range(40 * want):
+        if len(defects) >= want:
+            break
+        special = first[len(defects)] if len(defects) < len(first) else None
+        if special == "faint":
+            kind = str(rng.choice(list(_FAINT_RENDERERS)))
+            a, colour, m = _FAINT_RENDERERS[kind](rng, base)
+        else:
+            kind = "knot" if special else _DRAWN_TYPES[int(rng.choice(len(_TYPE_WEIGHTS), p=_TYPE_WEIGHTS))]
             a, colour, m = _RENDERERS[kind](rng, base)
-            ph, pw = a.shape
-            if ph > length - 12 or pw > inner_x1 - inner_x0:
-                continue
+        ph, pw = a.shape
+        if ph > length - 12 or pw > inner_x1 - inner_x0:
+            continue
+        if special == "end_knot":  # a dead knot the saw cut through: darker, cropped by the end
+            colour = colour * 0.6
+            cut = int(4 + (ph - 8) * rng.uniform(0.2, 0.45))
+            py = -cut if look.end_knot == "start" else length - ph + cut
+        else:
             py = int(rng.integers(6, length - 6 - ph + 1))
-            px = int(rng.integers(inner_x0, inner_x1 - pw + 1))
-            if any(py < ty1 + 8 and ty0 < py + ph + 8 and px < tx1 + 8 and tx0 < px + pw + 8 for ty0, ty1, tx0, tx1 in taken):
-                continue
-            if not m.any():
-                continue
-            taken.append((py, py + ph, px, px + pw))
-            sl = (slice(py, py + ph), slice(px, px + pw))
+        px = int(rng.integers(inner_x0, inner_x1 - pw + 1))
+        if any(py < ty1 + 8 and ty0 < py + ph + 8 and px < tx1 + 8 and tx0 < px + pw + 8 for ty0, ty1, tx0, tx1 in taken):
+            continue
+        top, bottom = max(py, 0), min(py + ph, length)
+        a, colour, m = a[top - py : bottom - py], colour[top - py : bottom - py], m[top - py : bottom - py]
+        if not m.any():
+            continue
+        taken.append((py, py + ph, px, px + pw))
+        sl = (slice(top, bottom), slice(px, px + pw))
+        if special == "faint":
+            rgb[sl] += colour * a[..., None]
+        else:
             rgb[sl] = rgb[sl] * (1.0 - a[..., None]) + colour * a[..., None]
-            mask[sl] |= m
-            ys, xs = np.nonzero(m)
-            defects.append(
-                {
-                    "type": kind,
-                    "x": px + int(xs.min()),
-                    "y": py + int(ys.min()),
-                    "w": int(xs.max() - xs.min() + 1),
-                    "h": int(ys.max() - ys.min() + 1),
-                }
-            )
-    return _Board(rgb=rgb, alpha=alpha.astype(np.float32), mask=mask, rx0=rx0, defects=defects)
+        mask[sl] |= m
+        ys, xs = np.nonzero(m)
+        defects.append(
+            {
+                "type": kind,
+                "x": px + int(xs.min()),
+                "y": top + int(ys.min()),
+                "w": int(xs.max() - xs.min() + 1),
+                "h": int(ys.max() - ys.min() + 1),
+                "low_contrast": special == "faint",
+                "cut_by_end": look.end_knot if special == "end_knot" else None,
+            }
+        )
+    return defects
 
 
 # --------------------------------------------------------------------------- scan
+
+
+def _board_columns(board: _Board) -> dict[str, int]:
+    """Columns the board covers (coverage >= 0.5) in scan coordinates, end exclusive: over all
+    its lines (x0, x1), on its first line (x0_start, x1_start) and on its last (x0_end, x1_end)."""
+    out = {}
+    for key, cover in (("", (board.alpha >= 0.5).any(axis=0)), ("_start", board.alpha[0] >= 0.5),
+                       ("_end", board.alpha[-1] >= 0.5)):
+        cols = np.nonzero(cover)[0]
+        out[f"x0{key}"], out[f"x1{key}"] = board.rx0 + int(cols.min()), board.rx0 + int(cols.max()) + 1
+    return out
 
 
 def generate_scan_with_mask(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -396,6 +500,12 @@ def generate_scan_with_mask(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray, di
     layout = _rng(spec.seed, _KEY_LAYOUT)
     lengths = [int(layout.integers(spec.board_lines[0], spec.board_lines[1] + 1)) for _ in range(spec.boards)]
     gaps = [int(layout.integers(spec.gap_lines[0], spec.gap_lines[1] + 1)) for _ in range(spec.boards + 1)]
+    looks: list[BoardLook | None] = [
+        draw_look(_rng(spec.seed, _KEY_LOOK, i), i) if spec.style == "hard" else None for i in range(spec.boards)
+    ]
+    for i, look in enumerate(looks):
+        if look is not None and look.touching_previous:
+            gaps[i] = 0  # butted against the board before: no conveyor between them
     H = sum(lengths) + sum(gaps)
 
     # Whole-scan constants: lens/illumination fall-off across the line and per-pixel gain
@@ -408,6 +518,8 @@ def generate_scan_with_mask(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray, di
         layout.standard_normal((1, W)).astype(np.float32), (0, 0), sigmaX=6.0, sigmaY=0.1
     )[0] / 0.2
     belt_cols = np.clip(belt_cols, 10.0, 25.0)
+    if spec.style == "hard":  # a darker belt, so that dark wood stays clearly above it
+        belt_cols = belt_cols * BELT_SCALE
 
     scan = np.empty((H, W, spec.channels), dtype=np.uint8)
     mask = np.zeros((H, W), dtype=np.uint8)
@@ -436,26 +548,29 @@ def generate_scan_with_mask(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray, di
         finish(conveyor(g, 2 * i), y, 2 * i)
         y += g
         L = lengths[i]
-        board = _render_board(_rng(spec.seed, _KEY_BOARD, i), L, W, float(spec.defect_rate))
+        look = looks[i]
+        board = _render_board(_rng(spec.seed, _KEY_BOARD, i), L, W, float(spec.defect_rate), look)
         seg = conveyor(L, 2 * i + 1)
         rw = board.rgb.shape[1]
         cols = slice(board.rx0, board.rx0 + rw)
         a = board.alpha[..., None]
         seg[:, cols] = seg[:, cols] * (1.0 - a) + board.rgb * a
+        if look is not None and look.lighting is not None:  # the board's lines, conveyor beside it too
+            seg *= look.lighting.gain(W)[None, :, None]
         finish(seg, y, 2 * i + 1)
         mask[y : y + L, cols][board.mask] = 255
-        covered = np.nonzero((board.alpha >= 0.5).any(axis=0))[0]
-        defects = [
-            {"type": d["type"], "x": d["x"] + board.rx0, "y": d["y"] + y, "w": d["w"], "h": d["h"]}
-            for d in board.defects
-        ]
+        defects = [{**d, "x": d["x"] + board.rx0, "y": d["y"] + y} for d in board.defects]
         gt_boards.append(
             {
                 "index": i,
                 "start_line": y,
                 "end_line": y + L,
-                "x0": board.rx0 + int(covered.min()),
-                "x1": board.rx0 + int(covered.max()) + 1,
+                **_board_columns(board),
+                "skew_deg": round(look.skew_deg, 4) if look is not None else 0.0,
+                "wood_level": round(board.wood_level, 2),
+                "lighting": asdict(look.lighting) if look is not None and look.lighting is not None else None,
+                "touching_previous": look is not None and look.touching_previous,
+                "features": features(look, defects),
                 "defects": defects,
                 "defective": bool(defects),
             }
@@ -466,6 +581,7 @@ def generate_scan_with_mask(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray, di
     gt: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "generator": "edge-inspect synth",
+        "style": spec.style,
         "spec": asdict(spec),
         "height": H,
         "width": W,

@@ -12,7 +12,6 @@ What was read is listed with its sha256, so the model can say what it was traine
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,6 +22,7 @@ import structlog
 from edge_inspect.acquisition.ground_truth import resolve_scan
 from edge_inspect.acquisition.recording import is_recording
 from edge_inspect.acquisition.replay import scan_files
+from edge_inspect.acquisition.scan_sets import scan_sha256
 from edge_inspect.config import Config
 from edge_inspect.datasets.contamination import Contamination, contamination_images, pick_contamination
 from edge_inspect.datasets.images import IMAGE_SUFFIXES, read_image, resize_to_tile
@@ -57,17 +57,7 @@ class TrainingData:
     def manifest(self) -> dict:
         """What the model was trained on: the files with their sha256 (for `calibrate`'s check)."""
         return {"kind": self.kind, "path": str(self.path),
-                "files": [{"path": str(f), "sha256": _sha256(f)} for f in self.files]}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_dir():  # a recording: its chunks in order
-        for f in sorted(path.glob("chunk_*.npz")):
-            h.update(f.read_bytes())
-        return h.hexdigest()
-    h.update(path.read_bytes())
-    return h.hexdigest()
+                "files": [{"path": str(f), "sha256": scan_sha256(f)} for f in self.files]}
 
 
 def detect_kind(data: Path) -> str:

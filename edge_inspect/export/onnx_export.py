@@ -20,7 +20,7 @@ import torch
 from edge_inspect.atomic import atomic_path, write_atomic
 from edge_inspect.errors import EdgeInspectError
 from edge_inspect.inference.manifest import manifest_path, sha256_file
-from edge_inspect.models.checkpoint import load_checkpoint
+from edge_inspect.models.checkpoint import checkpoint_trained_on, load_checkpoint
 from edge_inspect.models.scoring import ScoringModel
 from edge_inspect.progress import Progress
 
@@ -147,6 +147,8 @@ def export_onnx(checkpoint: Path, out: Path, fp16: bool = False, opset: int = OP
         "model": {**cfg.model_dump(mode="json"), "residual_kernel": model.residual_kernel},
         "source_checkpoint": str(Path(checkpoint).name),
         "source_checkpoint_sha256": sha256_file(Path(checkpoint)),
+        # what training read (files and sha256): calibrate refuses those scans as fresh boards
+        "trained_on": checkpoint_trained_on(Path(checkpoint)),
         "parity_max_abs_diff": diffs,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, **_ort_version()},

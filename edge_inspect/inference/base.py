@@ -31,6 +31,7 @@ class Backend(Protocol):
 
     name: str
     model_sha256: str
+    trained_on: dict | None   # train's record of the model's data (files and sha256); None: unknown
     tile_size: int
     channels: int
     score_names: tuple[str, ...]

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from edge_inspect.errors import InputDataError
-from edge_inspect.inference.manifest import manifest_path, read_manifest, sha256_file
+from edge_inspect.inference.manifest import (
+    manifest_path,
+    manifest_trained_on,
+    read_manifest,
+    sha256_file,
+)
 
 ENGINE_FORMAT = "edge-inspect-tensorrt-plan"
 
@@ -64,6 +69,19 @@ def verify_engine(plan: Path, runtime: RuntimeInfo) -> dict[str, Any]:
     if problems:
         raise InputDataError(f"{plan}: refused: " + "; ".join(problems) + f"; {rebuild_hint(manifest, plan)}")
     return manifest
+
+
+def engine_trained_on(plan: Path, manifest: dict) -> dict | None:
+    """What the plan's model was trained on: the `trained_on` of the ONNX it was built from,
+    when that ONNX (named in the plan's manifest) still lies beside the plan with its manifest
+    and is the same file; None otherwise (then nobody can tell)."""
+    onnx = manifest.get("onnx") or {}
+    if not onnx.get("file"):
+        return None
+    source = Path(plan).parent / onnx["file"]
+    if (read_manifest(source) or {}).get("sha256") != manifest.get("model_sha256"):
+        return None
+    return manifest_trained_on(source)
 
 
 def import_tensorrt() -> Any:

@@ -35,6 +35,14 @@ def read_manifest(model: Path) -> dict | None:
     return data
 
 
+def manifest_trained_on(model: Path) -> dict | None:
+    """What the model was trained on (`trained_on`, which export copies from the checkpoint:
+    kind, path, files with their sha256), or None when its manifest does not say (models
+    exported before it was recorded)."""
+    found = (read_manifest(model) or {}).get("trained_on")
+    return found if isinstance(found, dict) else None
+
+
 def verify_model_file(model: Path) -> str:
     """Return the model's sha256, refusing a file that differs from its manifest."""
     if not model.is_file():

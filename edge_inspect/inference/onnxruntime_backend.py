@@ -9,7 +9,7 @@ import numpy as np
 from edge_inspect.config import OnnxRuntimeBackendConfig
 from edge_inspect.errors import InputDataError
 from edge_inspect.inference.base import SyncSubmit
-from edge_inspect.inference.manifest import verify_model_file
+from edge_inspect.inference.manifest import manifest_trained_on, verify_model_file
 
 
 class OnnxRuntimeBackend(SyncSubmit):
@@ -23,6 +23,7 @@ class OnnxRuntimeBackend(SyncSubmit):
                 "onnxruntime is not installed: pip install 'edge-inspect[cpu]'"
             ) from None
         self.model_sha256 = verify_model_file(cfg.model)
+        self.trained_on = manifest_trained_on(cfg.model)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = cfg.threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1

@@ -24,6 +24,7 @@ from edge_inspect.errors import EdgeInspectError, InputDataError
 from edge_inspect.inference.cuda_memory import CudaDevice, PinnedRing, StreamSlot
 from edge_inspect.inference.engine_manifest import (
     RuntimeInfo,
+    engine_trained_on,
     import_tensorrt,
     rebuild_hint,
     verify_engine,
@@ -45,6 +46,7 @@ class TensorRTBackend(InFlight):
         runtime_info = RuntimeInfo(trt.__version__, self._dev.name, self._dev.compute_capability)
         manifest = verify_engine(plan, runtime_info)
         self.model_sha256: str = manifest["model_sha256"]
+        self.trained_on = engine_trained_on(plan, manifest)
         self.precision = manifest.get("precision", "unknown")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._slots: list[StreamSlot] = []

@@ -84,7 +84,7 @@ class TorchBackend(InFlight):
                 "torch is not installed: pip install 'edge-inspect[train]' (the torch backend "
                 "scores a training checkpoint), or use inference.backend.type: onnxruntime"
             ) from None
-        from edge_inspect.models.checkpoint import load_checkpoint
+        from edge_inspect.models.checkpoint import checkpoint_trained_on, load_checkpoint
 
         self._torch = torch
         ckpt = Path(cfg.model)
@@ -92,6 +92,7 @@ class TorchBackend(InFlight):
             raise InputDataError(f"{ckpt}: checkpoint not found (the torch backend takes model.pt from train)")
         self.model_sha256 = model_identity(ckpt, sha256_file(ckpt), cfg.onnx)
         model, _ = load_checkpoint(ckpt)
+        self.trained_on = checkpoint_trained_on(ckpt)
         self.device = torch.device(cfg.device)
         self.cuda = self.device.type == "cuda"
         if self.cuda:

@@ -78,6 +78,13 @@ def _nets(path: Path, payload: dict[str, Any]) -> tuple[torch.nn.Module, torch.n
     return netg, netd, cfg
 
 
+def checkpoint_trained_on(path: Path) -> dict | None:
+    """What the checkpoint was trained on (train's `trained_on`: kind, path, files with their
+    sha256), or None when it does not say."""
+    found = read_checkpoint(Path(path)).get("trained_on")
+    return found if isinstance(found, dict) else None
+
+
 def load_checkpoint(path: Path) -> tuple[ScoringModel, TrainingConfig]:
     """Load ``model.pt`` safely (weights only) as an eval-mode ScoringModel, with the score
     normalisation training fitted (``score_norm``; none in older checkpoints), and its config."""

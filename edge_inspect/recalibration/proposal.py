@@ -44,10 +44,16 @@ class Proposal:
     current_comparable: bool = False   # same model and score: its threshold means the same thing
     current_good_rejects: int | None = None
     caught: int | None = None          # defect boards rejected at the proposed threshold
+    training_scans: list[Path] = field(default_factory=list)  # good or defect scans the model learned
 
     @property
     def detection(self) -> float | None:
         return self.caught / len(self.defect) if self.caught is not None and self.defect else None
+
+    @property
+    def optimistic(self) -> list[Path]:
+        """Good scans that were training data: with any, the false-reject estimate leans low."""
+        return [s for s in self.good_scans if s in self.training_scans]
 
 
 def _pct(x: float) -> str:
@@ -101,6 +107,7 @@ def build_proposal(
     model_sha256: str,
     version: str,
     current: Calibration | None,
+    training_scans: list[Path] | None = None,
 ) -> Proposal:
     good = [b for s in good_scans for b in s.complete]
     left_out = sum(len(s.boards) - len(s.complete) for s in good_scans)
@@ -128,6 +135,9 @@ def build_proposal(
     if defect_scans:
         source += (f"; {len(defect)} defect boards from {len(defect_scans)} scan(s): "
                    + ", ".join(str(s.scan) for s in defect_scans) + f", {caught} caught")
+    if training_scans:
+        source += (f"; training data of the model, allowed: {', '.join(map(str, training_scans))} "
+                   "(the false-reject estimate is optimistic)")
     now = datetime.now(timezone.utc)
     cal = Calibration(
         version=version, created=now.isoformat(timespec="seconds"), model=model_sha256, score=score,
@@ -142,6 +152,7 @@ def build_proposal(
         defect_stats=defect_stats, good_scans=[s.scan for s in good_scans],
         defect_scans=[s.scan for s in defect_scans], incomplete_left_out=left_out, current=current,
         current_comparable=comparable, current_good_rejects=current_rejects, caught=caught,
+        training_scans=list(training_scans or []),
     )
 
 
@@ -164,11 +175,30 @@ def summary_lines(p: Proposal) -> list[str]:
         lines.append(f"Current threshold {c.tile_threshold:.4f}{note}: {p.current_good_rejects} of {n} good boards "
                      f"rejected ({_pct(p.current_good_rejects / n)})")
     ch = p.choice
-    prop = (f"Proposed threshold {ch.threshold:.4f}: expected false rejects {_pct(ch.expected_frr)} "
-            f"(at most {_pct(ch.frr_upper95)} with 95 % confidence)")
+    prop = (f"Proposed threshold {ch.threshold:.4f}: {ch.exceedances} of {n} good boards rejected (measured "
+            f"false-reject rate {_pct(ch.expected_frr)}; at most {_pct(ch.frr_upper95)} with 95 % confidence, "
+            f"Clopper-Pearson upper bound)")
     if p.caught is not None:
         prop += f"; catches {p.caught} of {len(p.defect)} defect boards"
     elif p.defect_scans:
         prop += "; the defect scans hold no defective boards"
     lines.append(prop)
+    if p.optimistic:
+        lines.append(f"Optimistic: {len(p.optimistic)} of the good scans were training data of the model "
+                     f"({', '.join(map(str, p.optimistic))}); boards it learned score low, so on fresh boards "
+                     f"the false-reject rate is likely higher than measured here")
     return lines
+
+
+def false_reject_statement(p: Proposal) -> str:
+    """The proposal's promise in plain words, for the report and summary.json."""
+    ch = p.choice
+    text = (f"The proposed threshold {ch.threshold:.4f} rejects {ch.exceedances} of the {ch.n} good boards calibrated "
+            f"on: a measured false-reject rate of {_pct(ch.expected_frr)}. On good boards like these "
+            f"the false-reject rate is at most {_pct(ch.frr_upper95)} with 95 % confidence (one-sided "
+            f"Clopper-Pearson upper bound for {ch.exceedances} in {ch.n}; the threshold is placed by these boards' own "
+            f"scores, for which the bound holds whatever their distribution).")
+    if p.optimistic:
+        text += (" Optimistic: some of these good boards were training data of the model, which scores boards "
+                 "it learned lower than fresh ones.")
+    return text

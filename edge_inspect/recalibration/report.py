@@ -22,7 +22,11 @@ from edge_inspect.monitoring.board_view import (
     render_board,
     scan_label,
 )
-from edge_inspect.recalibration.proposal import Proposal, summary_lines
+from edge_inspect.recalibration.proposal import (
+    Proposal,
+    false_reject_statement,
+    summary_lines,
+)
 from edge_inspect.recalibration.scoring import BoardScores, board_pixels
 
 log = structlog.get_logger(__name__)
@@ -138,6 +142,9 @@ def write_report(p: Proposal, out_dir: Path, tile_size: int) -> Path:
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.2em .5em}}</style></head><body>
 <h1>Calibration proposal {html.escape(cal.version)}</h1>
 <pre>{html.escape(chr(10).join(summary_lines(p)))}</pre>
+<h2>False rejects</h2>
+<p>{html.escape(false_reject_statement(p))} Boards unlike these (another wood, other lighting) are not covered:
+calibrate on scans from several days, and watch the drift alarm.</p>
 <p>Model {html.escape(cal.model or '?')}, score <b>{html.escape(cal.score)}</b>, board rule
 <b>{html.escape(p.rule.type)}</b>, target false-reject rate {100 * (cal.target_frr or 0):g} %.</p>
 <img alt="board score histogram" src="data:image/png;base64,{_b64(hist)}">
@@ -159,6 +166,13 @@ scan from the good data and calibrate again.</p>
         "exceedances": p.choice.exceedances, "allowed": p.choice.allowed,
         "frr_upper95": p.choice.frr_upper95, "caught": p.caught,
         "current_good_rejects": p.current_good_rejects,
+        "false_rejects": {
+            "good_boards": p.choice.n, "rejected": p.choice.exceedances,
+            "measured_rate": p.choice.expected_frr, "upper_bound": p.choice.frr_upper95,
+            "bound": "one-sided 95 % Clopper-Pearson upper bound",
+            "optimistic": bool(p.optimistic), "statement": false_reject_statement(p),
+        },
+        "training_scans": [str(s) for s in p.training_scans],
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     log.info("calibration_report", path=str(page_path))

@@ -8,16 +8,15 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import structlog
 
-from edge_inspect.acquisition.ground_truth import (
-    load_truth,
-    resolve_scan,
-    truth_path_for,
-)
-from edge_inspect.acquisition.replay import ReplaySource, read_scan_image, scan_files
+from edge_inspect.acquisition.factory import open_scan
+from edge_inspect.acquisition.ground_truth import load_truth, truth_path_for
+from edge_inspect.acquisition.recording import RecordingSource, is_recording
+from edge_inspect.acquisition.replay import read_scan_image, scan_files
 from edge_inspect.config import Config
 from edge_inspect.decision.calibration_file import BoardRule, Calibration
 from edge_inspect.decision.verdict import Verdict
@@ -56,13 +55,6 @@ class ScanScores:
         return [b for b in self.boards if not b.incomplete]
 
 
-def checked_scan(path: Path) -> Path:
-    """The scan a path means (a `synth` folder: its scan), checked before any work starts."""
-    path = resolve_scan(path)
-    scan_files(path)
-    return path
-
-
 def provisional_calibration(score: str, rule: BoardRule) -> Calibration:
     """Infinite threshold: every board is accepted, only the scores matter here."""
     now = datetime.now(timezone.utc)
@@ -71,7 +63,8 @@ def provisional_calibration(score: str, rule: BoardRule) -> Calibration:
 
 
 def score_scan(cfg: Config, backend: Backend, cal: Calibration, scan: Path) -> ScanScores:
-    source = ReplaySource(scan, cfg.camera.lines_per_frame, cfg.camera.line_rate_hz, "max")
+    """One scan (a file, a folder of frames or a recording) on its own: its boards end with it."""
+    source = open_scan(scan, cfg)
     verdicts: list[Verdict] = []
     pipe = Pipeline(cfg, source, backend, cal, verdicts.append, source.width, source.channels)
     with Progress(f"scoring {scan_label(scan)}", total=source.total_lines, unit="lines") as bar:
@@ -139,16 +132,30 @@ def check_records_model(records: Path, model_sha256: str) -> None:
         )
 
 
-def board_pixels(scan: Path, start: int, end: int) -> np.ndarray | None:
-    """Lines [start, end) of a scan, reading one file at a time (scans can be long)."""
-    parts: list[np.ndarray] = []
+def _blocks(scan: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """(first line, lines) of a scan in order: one file, or one recorded frame, at a time."""
+    if is_recording(scan):
+        source = RecordingSource(scan)
+        try:
+            for strip in source.strips():
+                yield strip.first_line, strip.lines
+        finally:
+            source.close()
+        return
     offset = 0
     for f in scan_files(scan):
+        img = read_scan_image(f)
+        yield offset, img
+        offset += len(img)
+
+
+def board_pixels(scan: Path, start: int, end: int) -> np.ndarray | None:
+    """Lines [start, end) of a scan, reading one block at a time (scans can be long)."""
+    parts: list[np.ndarray] = []
+    for offset, img in _blocks(scan):
         if offset >= end:
             break
-        img = read_scan_image(f)
         lo, hi = max(start, offset), min(end, offset + len(img))
         if hi > lo:
             parts.append(img[lo - offset:hi - offset])
-        offset += len(img)
     return np.concatenate(parts, axis=0) if parts else None
