@@ -33,17 +33,19 @@ test: $(VENV)/.stamp-train
 
 # Rebuilds the shipped demo model (engines/demo.onnx) from config/demo.yaml, then calibrates it.
 model: $(VENV)/.stamp-train
-	$(EI) synth --out $(DEMO)/train --boards 150 --defect-rate 0 --seed 1
-	$(EI) train --config config/demo.yaml --data $(DEMO)/train --out $(DEMO)/model
+	$(EI) synth --out $(DEMO)/train --boards 120 --defect-rate 0 --seed 1
+	$(EI) synth --out $(DEMO)/train-hard --boards 120 --defect-rate 0 --seed 2 --style hard
+	$(EI) train --config config/demo.yaml --data $(DEMO)/train $(DEMO)/train-hard --out $(DEMO)/model
 	$(EI) export --model $(DEMO)/model/model.pt --out engines/demo.onnx --calibration calibration/current.yaml
 	$(MAKE) demo-calibration
 
-# Calibrates the shipped model on 120 fresh good boards (target: 2 % false rejects) and 30
-# defect boards, as an operator would (a new version in calibration/, the old one in history/).
+# Calibrates the shipped model on fresh good boards of both styles (target: 2 % false rejects)
+# and 30 defect boards, as an operator would (a new version in calibration/, the old one in
+# history/).
 demo-calibration: $(VENV)/.stamp-base
-	$(EI) synth --out $(DEMO)/cal-good1 --boards 60 --defect-rate 0 --seed 4001
-	$(EI) synth --out $(DEMO)/cal-good2 --boards 60 --defect-rate 0 --seed 4002
-	$(EI) synth --out $(DEMO)/cal-defect --boards 30 --defect-rate 1 --seed 4003
+	$(EI) synth --out $(DEMO)/cal-good1 --boards 100 --defect-rate 0 --seed 4001
+	$(EI) synth --out $(DEMO)/cal-good2 --boards 100 --defect-rate 0 --seed 4002 --style hard
+	$(EI) synth --out $(DEMO)/cal-defect --boards 30 --defect-rate 1 --seed 4003 --style hard
 	$(EI) calibrate --config config/demo.yaml --scans $(DEMO)/cal-good1 $(DEMO)/cal-good2 \
 		--defect-scans $(DEMO)/cal-defect --target-frr 0.02 --yes
 

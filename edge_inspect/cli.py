@@ -96,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on good tiles (needs the train extra)")
     _add_config(p)
-    p.add_argument("--data", type=Path, required=True,
-                   help="good data: an MVTec-layout folder, a folder of good images, a scan (image file, "
-                        "synth folder) or a recording folder")
+    p.add_argument("--data", type=Path, required=True, nargs="+",
+                   help="good data, one or more: an MVTec-layout folder, a folder of good images, a scan (image "
+                        "file, synth folder) or a recording folder")
     p.add_argument("--data-kind", choices=("auto", "mvtec", "images", "scan", "recording"), default="auto",
                    help="how to read --data (default: %(default)s: recording, MVTec folder, scan file or synth "
                         "folder, else a folder of good images; a folder of scan frames needs 'scan')")

@@ -200,7 +200,7 @@ def train(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise InputDataError(f"training needs the train extra (pip install 'edge-inspect[train]'): {exc}") from None
     from edge_inspect.datasets.contamination import record_contamination
-    from edge_inspect.datasets.sources import training_contamination, training_data
+    from edge_inspect.datasets.sources import combined, training_contamination, training_data
 
     if getattr(args, "contaminate", None) is not None:  # the flag overrides training.contaminate
         from pydantic import ValidationError
@@ -211,9 +211,11 @@ def train(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             raise ConfigError(f"--contaminate {args.contaminate}: {exc.errors()[0]['msg']}") from None
         cfg = cfg.model_copy(update={"training": tc})
-    data = training_data(args.data, cfg, args.data_kind)
-    _out(f"training data: {data.describe()}")
-    picked, extra = training_contamination(args.data, cfg.training)
+    parts = [training_data(path, cfg, args.data_kind) for path in args.data]
+    for part in parts:
+        _out(f"training data: {part.describe()}")
+    data = combined(parts)
+    picked, extra = training_contamination(args.data[0], cfg.training)
     result = run_training(cfg.training, data.images, args.out, extra_train=extra, trained_on=data.manifest(),
                           groups=data.groups)
     record_contamination(args.out, picked)

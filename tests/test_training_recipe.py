@@ -97,20 +97,25 @@ def test_grey_colour_mismatch_names_both(tmp_path: Path) -> None:
 
 def test_train_cli_says_what_it_read(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    folder = tmp_path / "good"
+    folder, more = tmp_path / "good", tmp_path / "more"
     folder.mkdir()
+    more.mkdir()
     rng = np.random.default_rng(2)
     for i in range(6):
         cv2.imwrite(str(folder / f"{i}.png"), _grain(rng, 48, 64))
+    for i in range(3):
+        cv2.imwrite(str(more / f"{i}.png"), _grain(rng, 40, 80))
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("tiling: {tile_size: 32, stride: 32, segmenter: {min_board_lines: 32}}\n"
                    "training: {isize: 32, nc: 1, ngf: 4, ndf: 4, nz: 8, max_channels: 16, epochs: 1, batch_size: 4,\n"
                    "           val_fraction: 0.34, val_every: 8}\n")
-    r = run_cli("train", "--config", cfg, "--data", folder, "--out", tmp_path / "m")
+    r = run_cli("train", "--config", cfg, "--data", folder, more, "--out", tmp_path / "m")
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"training data: folder of good images {folder}: 6 images from 6 file(s)" in r.stdout
+    assert f"training data: folder of good images {more}: 3 images from 3 file(s)" in r.stdout
     summary = json.loads((tmp_path / "m" / "train.json").read_text())
-    assert summary["trained_on"]["kind"] == "images" and len(summary["trained_on"]["files"]) == 6
+    assert summary["trained_on"]["kind"] == "images" and len(summary["trained_on"]["files"]) == 9
+    assert summary["train_images"] + summary["val_images"] == 9
 
 
 # -- patches, split, augmentation ----------------------------------------------------------------

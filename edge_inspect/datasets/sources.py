@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 
 DataKind = Literal["auto", "mvtec", "images", "scan", "recording"]
 _KIND_WORDS = {"mvtec": "MVTec-layout folder", "images": "folder of good images", "scan": "scan",
-               "recording": "recording"}
+               "recording": "recording", "mixed": "data"}
 
 
 @dataclass
@@ -51,13 +51,30 @@ class TrainingData:
     def describe(self) -> str:
         pixels = sum(im.shape[0] * im.shape[1] for im in self.images)
         unit = "tiles cut by the run-time tiler" if self.kind in ("scan", "recording") else "images"
-        return (f"{_KIND_WORDS[self.kind]} {self.path}: {len(self.images)} {unit} from {len(self.files)} file(s), "
-                f"{pixels / 1e6:.1f} Mpx")
+        return (f"{_KIND_WORDS.get(self.kind, self.kind)} {self.path}: {len(self.images)} {unit} from "
+                f"{len(self.files)} file(s), {pixels / 1e6:.1f} Mpx")
 
     def manifest(self) -> dict:
         """What the model was trained on: the files with their sha256 (for `calibrate`'s check)."""
         return {"kind": self.kind, "path": str(self.path),
                 "files": [{"path": str(f), "sha256": scan_sha256(f)} for f in self.files]}
+
+
+def combined(parts: list[TrainingData]) -> TrainingData:
+    """Several data paths as one set: images in order, each part's groups kept apart (a scan's
+    boards, or each image on its own), the files of all."""
+    if len(parts) == 1:
+        return parts[0]
+    images: list[np.ndarray] = []
+    groups: list[int] = []
+    for part in parts:
+        own = part.groups if part.groups is not None else list(range(len(part.images)))
+        base = max(groups, default=-1) + 1
+        groups += [base + g - min(own) for g in own]
+        images += part.images
+    kinds = sorted({p.kind for p in parts})
+    return TrainingData(images, kinds[0] if len(kinds) == 1 else "mixed", Path(", ".join(str(p.path) for p in parts)),
+                        [f for p in parts for f in p.files], groups)
 
 
 def detect_kind(data: Path) -> str:
