@@ -138,6 +138,26 @@ def _tail(log: Path) -> str:
     return " | ".join(lines[-3:])[-600:]
 
 
+def table(rows: list[dict]) -> str:
+    """The RESULTS.md table: one line per (dataset, model), its decision score's numbers, and the
+    best image AUROC of any of its scores (for reading only: test data never chose it)."""
+    out = ["| dataset | model | decision score (validation) | image AUROC | pixel AUROC | F1 @ val thr | "
+           "best score on test (AUROC) | patches | train s | load |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for (dataset, model) in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
+        mine = [r for r in rows if (r["dataset"], r["model"]) == (dataset, model)]
+        if "error" in mine[0]:
+            out.append(f"| {dataset} | {model} | failed: {mine[0]['error'][:80]} | | | | | | | |")
+            continue
+        d = next(r for r in mine if r["decision"])
+        best = max(mine, key=lambda r: r["image_auroc"])
+        px = "-" if d["pixel_auroc"] is None else f"{d['pixel_auroc']:.3f}"
+        out.append(f"| {dataset} | {model} | {d['score']} | {d['image_auroc']:.3f} | {px} | "
+                   f"{d['f1_at_validation_threshold']:.3f} | {best['score']} ({best['image_auroc']:.3f}) | "
+                   f"{d['patches_seen']} | {d['train_seconds']:.0f} | {d['load_avg']} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
@@ -148,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="default: %(default)s")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "quality" / "results.json")
     ap.add_argument("--work", type=Path, default=ROOT / ".quality", help="checkpoints and logs (default: %(default)s)")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return 0
     if not 0 < args.minutes <= 600:
         ap.error(f"--minutes must be in (0, 600], got {args.minutes}")
     present = [d for d in args.datasets if (args.data / d / "train" / "good").is_dir()]
