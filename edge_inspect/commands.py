@@ -142,13 +142,16 @@ def record(args: argparse.Namespace) -> int:
         for strip in source.strips():
             rec.write(strip)
 
-    try:
+    try:  # a signal or the time limit is how a recording normally ends: exit 0
         _until_stopped(copy_all, source.close, args.max_seconds)
     finally:
+        source.close()
         rec.close()
     counters = source.counters
     _out(f"recorded {rec.frames} frames to {args.out}"
-         + (f" ({rec.chunks_removed} oldest chunks removed for the disk budget)" if rec.chunks_removed else ""))
+         + (f" ({rec.chunks_removed} oldest chunks removed for the disk budget)" if rec.chunks_removed else "")
+         + (f" ({rec.short_frames} short frame(s): the end of a scan, its real line count kept)"
+            if rec.short_frames else ""))
     if counters:
         _out("camera: " + ", ".join(f"{k} {v}" for k, v in counters.as_dict().items()))
     return 0
