@@ -1,9 +1,12 @@
-"""The one `edge-inspect` entry point. Exit codes: 0 ok, 2 usage, 78 bad configuration,
-1 other failure; known problems are one line on stderr, never a traceback."""
+"""The one `edge-inspect` entry point. Exit codes: 0 ok, 1 failure, 2 usage, 78 bad configuration, 130 interrupted.
+
+Known problems are one line on stderr, never a traceback (README, Commands: which problem gives
+which code)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -25,6 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge-inspect", description=__doc__.splitlines()[0])
     ap.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
@@ -39,12 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the inspection service on the configured source (camera)")
     _add_config(p)
-    p.add_argument("--max-seconds", type=float, default=None, help="drain and stop after this long")
+    p.add_argument("--max-seconds", type=_positive_seconds, default=None, help="drain and stop after this long")
 
     p = sub.add_parser("record", help="save raw frames from the configured source for replay and calibration")
     _add_config(p)
     p.add_argument("--out", type=Path, required=True, help="new folder for the recording")
-    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--max-seconds", type=_positive_seconds, default=None, help="stop after this long")
 
     p = sub.add_parser("synth", help="make synthetic line-scan wood scans with ground truth")
     p.add_argument("--out", type=Path, required=True)
@@ -61,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--data", type=Path, required=True, help="MVTec-layout folder, or good scans (file or folder)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--force", action="store_true", help="overwrite a checkpoint already in --out")
     p.add_argument("--contaminate", type=float, default=None, metavar="R",
                    help="mix round(R x train/good images) seeded defect images from test/<defect> into "
                         "training only (0 <= R < 0.5; overrides training.contaminate; list in contamination.json)")
@@ -77,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="bare backend tiles/s versus end-to-end replay, per stage")
     _add_config(p)
     p.add_argument("--scan", type=Path, default=None, help="scan to replay (default: a synthetic one)")
-    p.add_argument("--seconds", type=float, default=15.0, help="time for the bare-backend runs, over all rounds")
-    p.add_argument("--rounds", type=int, default=3, help="bare and end-to-end runs alternate this many times")
+    p.add_argument("--seconds", type=_positive_seconds, default=15.0, help="time for the bare-backend runs, over all rounds")
+    p.add_argument("--rounds", type=_positive_int, default=3, help="bare and end-to-end runs alternate this many times")
 
     p = sub.add_parser("calibrate", help="new reject threshold from recent good boards, with a report")
     _add_config(p)

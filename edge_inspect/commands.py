@@ -7,11 +7,12 @@ import math
 import signal
 import sys
 import threading
+from typing import Any
 
 import structlog
 
 from edge_inspect.config import Config, load_config
-from edge_inspect.errors import ConfigError, InputDataError
+from edge_inspect.errors import ConfigError, InputDataError, UsageError
 from edge_inspect.logging import setup_logging
 
 log = structlog.get_logger(__name__)
@@ -41,23 +42,29 @@ def _model_and_calibration(cfg: Config):
         check_against_model,
         load_calibration,
     )
-    from edge_inspect.inference.registry import create_backend
+    from edge_inspect.inference.registry import create_configured_backend
 
     cal = load_calibration(cfg.decision.calibration)
-    backend = create_backend(cfg.inference.backend)
+    backend = create_configured_backend(cfg.inference.backend)
     check_against_model(cal, cfg.decision.calibration, backend.model_sha256, backend.score_names)
     return backend, cal
 
 
-def _until_stopped(body, stop, max_seconds: float | None = None):
+def _until_stopped(body, stop, max_seconds: float | None = None) -> tuple[Any, int | None]:
     """Run `body()`; SIGINT/SIGTERM and the time limit call `stop()`, which ends it by draining
-    instead of killing it."""
-    previous = {s: signal.signal(s, lambda *_: stop()) for s in (signal.SIGINT, signal.SIGTERM)}
+    instead of killing it. Returns body's result and the signal that stopped it, if one did."""
+    got: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        got.append(signum)
+        stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     timer = threading.Timer(max_seconds, stop) if max_seconds else None
     try:
         if timer:
             timer.start()
-        return body()
+        return body(), (got[0] if got else None)
     finally:
         if timer:
             timer.cancel()
@@ -74,8 +81,9 @@ def replay(args: argparse.Namespace) -> int:
     )
     from edge_inspect.acquisition.recording import is_recording
     from edge_inspect.acquisition.replay import scan_files
-    from edge_inspect.pipeline import Pipeline
+    from edge_inspect.pipeline import Pipeline, check_fit
     from edge_inspect.records.jsonl import JsonlRecords
+    from edge_inspect.records.keeper import RecordKeeper
 
     cfg = _setup(args)
     for scan in args.scans:  # every path checked before any work starts
@@ -83,12 +91,17 @@ def replay(args: argparse.Namespace) -> int:
             scan_files(scan)
     backend, cal = _model_and_calibration(cfg)
     out_dir = args.out or cfg.output.records_dir
-    records = JsonlRecords(out_dir / "boards.jsonl")
+    jsonl = JsonlRecords(out_dir / "boards.jsonl")
+    # a full disk must not hide verdicts already reached: they are printed, and records the file
+    # could not take are logged whole and reported at the end
+    records = RecordKeeper([jsonl], cfg.records.backlog, cfg.records.retry_s)
     failed = False
+    interrupted: int | None = None
     rows = []
     try:
         for scan in args.scans:
             source = open_scan(scan, cfg, args.speed)
+            check_fit(backend, cfg.tiling.tile_size, str(scan), source.width, source.channels, InputDataError)
             verdicts: list[dict] = []
 
             def on_verdict(v, verdicts=verdicts) -> None:
@@ -97,11 +110,13 @@ def replay(args: argparse.Namespace) -> int:
                 _out(_board_line(v))
 
             pipe = Pipeline(cfg, source, backend, cal, on_verdict, source.width, source.channels)
-            stats = _until_stopped(pipe.run, pipe.stop)
+            stats, interrupted = _until_stopped(pipe.run, pipe.stop)
             if stats.error:
                 failed = True
                 sys.stderr.write(f"edge-inspect: error: {scan}: {stats.error}\n")
             rows.append((scan, stats))
+            if interrupted is not None:
+                break  # drained; later scans are not begun
             truth = truth_path_for(scan)
             if truth is not None:
                 c = compare(verdicts, load_truth(truth))
@@ -110,14 +125,23 @@ def replay(args: argparse.Namespace) -> int:
                      f" good boards rejected {c.good_rejected}/{c.good},"
                      f" boards without a verdict {len(c.missed_boards)}")
     finally:
-        records.close()
+        record_problems = records.close()
         backend.close()
+    for problem in record_problems:
+        failed = True
+        sys.stderr.write(f"edge-inspect: error: {problem}\n")
     _out("")
     _out(f"{'scan':40s} {'boards':>6s} {'rejects':>7s} {'incompl':>7s} {'tiles':>7s} {'tiles/s':>8s} {'drops':>5s} {'lost':>6s}")
     for scan, st in rows:
         _out(f"{str(scan)[-40:]:40s} {st.boards:6d} {st.rejects:7d} {st.incomplete:7d} {st.tiles:7d} "
              f"{st.tiles_per_s:8.1f} {st.dropped_strips:5d} {st.lines_lost:6d}")
-    _out(f"records: {records.path}")
+    _out(f"records: {jsonl.path}")
+    if interrupted is not None:  # a replay cut short is not a success: scripts must see it
+        left = len(args.scans) - len(rows)
+        sys.stderr.write(f"edge-inspect: interrupted by {signal.Signals(interrupted).name}: drained, every board "
+                         f"begun has its record ({sum(st.boards for _, st in rows)} boards)"
+                         + (f"; {left} scan(s) not replayed" if left else "") + "\n")
+        return 128 + interrupted
     return 1 if failed else 0
 
 
@@ -161,21 +185,25 @@ def synth(args: argparse.Namespace) -> int:
     from edge_inspect.acquisition.synthetic import SynthSpec, write_synthetic_scans
 
     _setup(args, Config())
-    try:
+    try:  # the arguments are checked here, where their ranges are defined (README: usage errors exit 2)
         spec = SynthSpec(boards=args.boards, defect_rate=args.defect_rate, seed=args.seed,
                          width=args.width, channels=1 if args.grey else 3)
+        spec.validate()
+        if args.lines_per_frame < 1:
+            raise ValueError(f"lines_per_frame must be >= 1, got {args.lines_per_frame}")
     except ValueError as exc:
-        raise InputDataError(f"synth: {exc}") from None
-    try:
-        truth = write_synthetic_scans(args.out, spec, fmt=args.format, lines_per_frame=args.lines_per_frame)
-    except ValueError as exc:
-        raise InputDataError(f"synth: {exc}") from None
+        raise UsageError(f"synth: {exc}") from None
+    truth = write_synthetic_scans(args.out, spec, fmt=args.format, lines_per_frame=args.lines_per_frame)
     _out(f"wrote {args.boards} boards to {args.out} (ground truth {truth})")
     return 0
 
 
 def train(args: argparse.Namespace) -> int:
     cfg = _setup(args)
+    existing = args.out / "model.pt"
+    if existing.exists() and not args.force:  # hours of training are not overwritten by a typo
+        raise UsageError(f"{existing}: a checkpoint is already there; choose another --out, or add --force to "
+                         f"overwrite it")
     try:
         from edge_inspect.training.loop import train as run_training
     except ImportError as exc:
@@ -238,7 +266,7 @@ def calibrate(args: argparse.Namespace) -> int:
         load_calibration,
         write_calibration,
     )
-    from edge_inspect.inference.registry import create_backend
+    from edge_inspect.inference.registry import create_configured_backend
     from edge_inspect.recalibration.apply import (
         apply_calibration,
         new_version,
@@ -257,7 +285,7 @@ def calibrate(args: argparse.Namespace) -> int:
     cfg = _setup(args)
     current_path = cfg.decision.calibration
     if args.rollback:
-        backend = create_backend(cfg.inference.backend)
+        backend = create_configured_backend(cfg.inference.backend)
         sha = backend.model_sha256
         backend.close()
         try:
@@ -278,7 +306,7 @@ def calibrate(args: argparse.Namespace) -> int:
     good = [checked_scan(s) for s in args.scans]  # every path checked before any work starts
     defect = [checked_scan(s) for s in args.defect_scans or []]
     current = load_calibration(current_path) if current_path.exists() else None
-    backend = create_backend(cfg.inference.backend)
+    backend = create_configured_backend(cfg.inference.backend)
     try:
         if args.records is not None:
             check_records_model(args.records, backend.model_sha256)

@@ -200,3 +200,16 @@ def test_camera_vanishing_under_a_running_pipeline(tmp_path, tiny_model, demo_cf
     assert lost and all(v.verdict == "reject" and v.incomplete for v in lost)
     after = [v for v in verdicts if v.start_line > lost[0].end_line and not v.incomplete]
     assert after, "inspection goes on after the reconnect"
+
+
+@needs_viky
+def test_a_camera_whose_pixel_format_does_not_fit_the_model_exits_78(tmp_path, tiny_model):
+    """Mono8 from the camera, an RGB model: a configuration problem (78, no restart loop), found
+    before anything is written or announced."""
+    model, cal = tiny_model(3)
+    cfg = service_config(tmp_path, model, cal, f"{{cti: [{VIKY}], pixel_format: Mono8, width: 800}}")
+    r = run_cli("run", "--config", cfg, "--max-seconds", "10")
+    assert r.returncode == 78, r.stderr[-2000:]
+    err = [x for x in r.stderr.splitlines() if x.startswith("edge-inspect: error:")]
+    assert len(err) == 1 and "grey (1 channel(s)) but the model takes colour tiles (3 channel(s))" in err[0]
+    assert "Traceback" not in r.stderr and not (tmp_path / "records").exists()

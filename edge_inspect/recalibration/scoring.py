@@ -23,7 +23,7 @@ from edge_inspect.decision.calibration_file import BoardRule, Calibration
 from edge_inspect.decision.verdict import Verdict
 from edge_inspect.errors import InputDataError
 from edge_inspect.inference.base import Backend
-from edge_inspect.pipeline import Pipeline
+from edge_inspect.pipeline import Pipeline, check_fit
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +70,7 @@ def provisional_calibration(score: str, rule: BoardRule) -> Calibration:
 
 def score_scan(cfg: Config, backend: Backend, cal: Calibration, scan: Path) -> ScanScores:
     source = ReplaySource(scan, cfg.camera.lines_per_frame, cfg.camera.line_rate_hz, "max")
+    check_fit(backend, cfg.tiling.tile_size, str(scan), source.width, source.channels, InputDataError)
     verdicts: list[Verdict] = []
     pipe = Pipeline(cfg, source, backend, cal, verdicts.append, source.width, source.channels)
     stats = pipe.run()

@@ -101,16 +101,21 @@ class Service:
         # -- from here on things are written --
         rd, r = cfg.output.records_dir, cfg.records
         stores: list[RecordStore] = []
-        if r.jsonl:
-            from edge_inspect.records.jsonl import JsonlRecords
-
-            stores.append(JsonlRecords(rd / "boards.jsonl", r.jsonl_max_mb and int(r.jsonl_max_mb * 2**20),
-                                       r.retention_days))
-        if r.sqlite:
+        if r.sqlite:  # first: a database that is not a records store is refused before any file is written
             from edge_inspect.records.sqlite import SqliteRecords
 
             stores.append(SqliteRecords(r.sqlite_path or rd / "boards.sqlite", r.retention_days,
                                         r.max_rows, r.prune_interval_s))
+        if r.jsonl:
+            from edge_inspect.records.jsonl import JsonlRecords
+
+            try:
+                stores.insert(0, JsonlRecords(rd / "boards.jsonl", r.jsonl_max_mb and int(r.jsonl_max_mb * 2**20),
+                                              r.retention_days))
+            except BaseException:
+                for store in stores:
+                    store.close()
+                raise
         self.records = RecordKeeper(stores, r.backlog, r.retry_s)
         if cfg.heatmaps.enabled:
             from edge_inspect.monitoring.heatmaps import HeatmapWriter
