@@ -46,9 +46,9 @@ class SegmenterConfig(_Strict):
     foreground_level: int = Field(40, ge=0, le=255, description="grey level above which a pixel is board")
     enter_fraction: float = Field(0.5, gt=0, le=1, description="line foreground fraction that starts a board")
     exit_fraction: float = Field(0.2, ge=0, le=1, description="fraction below which a line counts as gap")
-    min_gap_lines: int = Field(16, ge=1, description="gap lines needed to end a board")
-    min_board_lines: int = Field(256, ge=1, description="shorter segments are ignored as debris")
-    max_board_lines: int = Field(20000, ge=1, description="longer boards are closed and a new segment begun")
+    min_gap_lines: int = Field(16, ge=1, le=100_000, description="gap lines needed to end a board")
+    min_board_lines: int = Field(256, ge=1, le=100_000, description="shorter segments are ignored as debris")
+    max_board_lines: int = Field(20000, ge=1, le=10_000_000, description="longer boards are closed and a new segment begun")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "SegmenterConfig":
@@ -76,7 +76,7 @@ class TilingConfig(_Strict):
 class OnnxRuntimeBackendConfig(_Strict):
     type: Literal["onnxruntime"] = "onnxruntime"
     model: Path = Path("engines/demo.onnx")
-    threads: int = Field(0, ge=0, description="intra-op threads; 0 = one per core")
+    threads: int = Field(0, ge=0, le=1024, description="intra-op threads; 0 = one per core")
 
 
 class TorchBackendConfig(_Strict):
@@ -94,7 +94,7 @@ class TorchBackendConfig(_Strict):
     batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=lambda: [1, 4, 8, 16, 32, 64], min_length=1,
         description="batch sizes captured as CUDA graphs; larger batches are split")
-    threads: int = Field(0, ge=0, description="CPU intra-op threads; 0 = torch's default")
+    threads: int = Field(0, ge=0, le=1024, description="CPU intra-op threads; 0 = torch's default")
 
 
 class TensorRTBackendConfig(_Strict):
@@ -136,7 +136,7 @@ class DecisionConfig(_Strict):
 
 class OutputConfig(_Strict):
     records_dir: Path = Path("records")
-    strip_queue: int = Field(64, ge=1, description="strips buffered between acquisition and tiling")
+    strip_queue: int = Field(64, ge=1, le=4096, description="strips buffered between acquisition and tiling")
 
 
 PixelFormatName = Literal["Mono8", "RGB8", "BGR8", "RGBa8", "BayerRG8", "BayerGB8", "BayerGR8", "BayerBG8"]
@@ -205,7 +205,7 @@ SourceConfig = Annotated[Union[CameraSourceConfig, ReplaySourceConfig], Field(di
 
 class RecordConfig(_Strict):
     max_bytes: int = Field(10 * 1024**3, ge=1, description="disk budget of one recording; oldest chunks go first")
-    max_file_frames: int = Field(1000, ge=1, description="frames per chunk file")
+    max_file_frames: int = Field(1000, ge=1, le=1_000_000, description="frames per chunk file")
 
 
 # -- service (run): sinks, records, heatmaps, metrics, drift, watchdog ---------------------------
@@ -272,7 +272,7 @@ class RecordsConfig(_Strict):
     sqlite_path: Path | None = Field(None, description="default: <output.records_dir>/boards.sqlite")
     retention_days: float | None = Field(90.0, gt=0, le=36500, description="SQLite rows and rotated JSONL files older than this are deleted; null = keep")
     jsonl_max_mb: float | None = Field(64.0, gt=0, le=1e6, description="boards.jsonl is rotated at this size; null = never")
-    max_rows: int | None = Field(None, ge=1, description="SQLite keeps at most this many newest rows; null = no limit")
+    max_rows: int | None = Field(None, ge=1, le=2**62, description="SQLite keeps at most this many newest rows; null = no limit")
     prune_interval_s: float = Field(600.0, gt=0, le=_DAY, description="how often retention is applied")
     backlog: int = Field(10_000, ge=1, description="records kept in memory per store while it fails (full disk); oldest dropped, counted, beyond")
     retry_s: float = Field(5.0, gt=0, le=_HOUR, description="how often a failing store is tried again")
@@ -304,7 +304,7 @@ class DriftConfig(_Strict):
     [min_ratio, max_ratio]."""
 
     enabled: bool = True
-    window: int = Field(200, ge=10, description="accepted boards in the rolling window")
+    window: int = Field(200, ge=10, le=1_000_000, description="accepted boards in the rolling window")
     min_boards: int = Field(50, ge=1, description="no alarm before this many accepted boards")
     quantile: float = Field(0.5, gt=0, lt=1)
     max_distance: float = Field(0.35, gt=0, lt=1, description="KS distance that raises the alarm (0.35: about a one-standard-deviation shift)")

@@ -139,7 +139,11 @@ class Pipeline:
         self.on_verdict = on_verdict
         self.stats = PipelineStats()
         self._score_name = calibration.score
-        self._tiler = Tiler(cfg.tiling, width=width, channels=channels)
+        try:
+            self._tiler = Tiler(cfg.tiling, width=width, channels=channels)
+        except MemoryError:
+            raise ConfigError(f"tiling.segmenter: a band for min_board_lines + min_gap_lines at {width} px "
+                              f"cannot be allocated") from None
         # GPU backends hand out pinned host memory, so H2D copies read the ring in place.
         allocate = getattr(backend, "allocate_ring", None)
         n_ring = cfg.inference.ring_tiles
