@@ -19,7 +19,7 @@ from edge_inspect.decision.calibration_file import (
     load_calibration,
 )
 from edge_inspect.errors import ConfigError
-from edge_inspect.inference.registry import create_backend
+from edge_inspect.inference.registry import create_configured_backend
 
 
 def _bench_calibration(cfg: Config, backend) -> Calibration:
@@ -73,7 +73,7 @@ def run_bench(cfg: Config, scan: Path | None, seconds: float, rounds: int = 3) -
 
             write_synthetic_scans(Path(tmp), SynthSpec(boards=30, seed=123))
             scan = Path(tmp) / "scan.png"
-        backend = create_backend(cfg.inference.backend)
+        backend = create_configured_backend(cfg.inference.backend)
         cal = _bench_calibration(cfg, backend)
         b = cfg.inference.batch_size
         batch = _sample_tiles(cfg, scan, b)

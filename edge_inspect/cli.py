@@ -1,9 +1,12 @@
-"""The one `edge-inspect` entry point. Exit codes: 0 ok, 2 usage, 78 bad configuration,
-1 other failure; known problems are one line on stderr, never a traceback."""
+"""The one `edge-inspect` entry point. Exit codes: 0 ok, 1 failure, 2 usage, 78 bad configuration, 130 interrupted.
+
+Known problems are one line on stderr, never a traceback (README, Commands: which problem gives
+which code)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -26,14 +29,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _seconds(text: str, least: float, strict: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    if not (math.isfinite(value) and (value > least if strict else value >= least)):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds {'above' if strict else 'of at least'} {least:g}, got {text}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _seconds(text, 0.0, strict=True)
+
+
+def _non_negative_float(text: str) -> float:
+    return _seconds(text, 0.0, strict=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,13 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the inspection service on the configured source (camera)")
     _add_config(p)
-    p.add_argument("--max-seconds", type=float, default=None,
+    p.add_argument("--max-seconds", type=_positive_seconds, default=None,
                    help="drain and stop after this long (default: run until SIGTERM/SIGINT)")
 
     p = sub.add_parser("record", help="save raw frames from the configured source for replay and calibration")
     _add_config(p)
     p.add_argument("--out", type=Path, required=True, help="new folder for the recording")
-    p.add_argument("--max-seconds", type=float, default=None,
+    p.add_argument("--max-seconds", type=_positive_seconds, default=None,
                    help="stop after this long (default: until SIGTERM/SIGINT)")
 
     p = sub.add_parser("synth", help="make synthetic line-scan wood scans with ground truth")
@@ -103,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how to read --data (default: %(default)s: recording, MVTec folder, scan file or synth "
                         "folder, else a folder of good images; a folder of scan frames needs 'scan')")
     p.add_argument("--out", type=Path, required=True, help="folder for model.pt, train.json, validation_scores.npz")
+    p.add_argument("--force", action="store_true", help="overwrite a checkpoint already in --out (default: refuse)")
     p.add_argument("--contaminate", type=float, default=None, metavar="R",
                    help="mix round(R x train/good images) seeded defect images from test/<defect> into "
                         "training only (0 <= R < 0.5; list in contamination.json; default: "
@@ -121,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="bare backend tiles/s versus end-to-end replay, per stage")
     _add_config(p)
     p.add_argument("--scan", type=Path, default=None, help="scan to replay (default: a synthetic one)")
-    p.add_argument("--seconds", type=float, default=15.0,
+    p.add_argument("--seconds", type=_positive_seconds, default=15.0,
                    help="time for the bare-backend runs, over all rounds (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=_positive_int, default=3,
                    help="bare and end-to-end runs alternate this many times (default: %(default)s)")
 
     p = sub.add_parser("calibrate", help="new reject threshold from recent good boards, with a report")

@@ -7,11 +7,12 @@ import math
 import signal
 import sys
 import threading
+from typing import Any
 
 import structlog
 
 from edge_inspect.config import Config, load_config
-from edge_inspect.errors import ConfigError, InputDataError
+from edge_inspect.errors import ConfigError, InputDataError, UsageError
 from edge_inspect.logging import setup_logging
 from edge_inspect.progress import echo, set_interval
 
@@ -42,23 +43,29 @@ def _model_and_calibration(cfg: Config):
         check_against_model,
         load_calibration,
     )
-    from edge_inspect.inference.registry import create_backend
+    from edge_inspect.inference.registry import create_configured_backend
 
     cal = load_calibration(cfg.decision.calibration)
-    backend = create_backend(cfg.inference.backend)
+    backend = create_configured_backend(cfg.inference.backend)
     check_against_model(cal, cfg.decision.calibration, backend.model_sha256, backend.score_names)
     return backend, cal
 
 
-def _until_stopped(body, stop, max_seconds: float | None = None):
+def _until_stopped(body, stop, max_seconds: float | None = None) -> tuple[Any, int | None]:
     """Run `body()`; SIGINT/SIGTERM and the time limit call `stop()`, which ends it by draining
-    instead of killing it."""
-    previous = {s: signal.signal(s, lambda *_: stop()) for s in (signal.SIGINT, signal.SIGTERM)}
+    instead of killing it. Returns body's result and the signal that stopped it, if one did."""
+    got: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        got.append(signum)
+        stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     timer = threading.Timer(max_seconds, stop) if max_seconds else None
     try:
         if timer:
             timer.start()
-        return body()
+        return body(), (got[0] if got else None)
     finally:
         if timer:
             timer.cancel()
@@ -76,9 +83,10 @@ def replay(args: argparse.Namespace) -> int:
     from edge_inspect.acquisition.recording import is_recording
     from edge_inspect.acquisition.replay import scan_files
     from edge_inspect.monitoring.board_view import scan_label
-    from edge_inspect.pipeline import Pipeline
+    from edge_inspect.pipeline import Pipeline, check_fit
     from edge_inspect.progress import Progress
     from edge_inspect.records.jsonl import JsonlRecords
+    from edge_inspect.records.keeper import RecordKeeper
 
     cfg = _setup(args)
     for scan in args.scans:  # every path checked before any work starts
@@ -87,17 +95,22 @@ def replay(args: argparse.Namespace) -> int:
     backend, cal = _model_and_calibration(cfg)
     model_sha = backend.model_sha256
     out_dir = args.out or cfg.output.records_dir
-    records = JsonlRecords(out_dir / "boards.jsonl")
+    jsonl = JsonlRecords(out_dir / "boards.jsonl")
+    # a full disk must not hide verdicts already reached: they are printed, and records the file
+    # could not take are logged whole and reported at the end
+    records = RecordKeeper([jsonl], cfg.records.backlog, cfg.records.retry_s)
     report = None
     if args.report is not None:
         from edge_inspect.monitoring.replay_report import ReportCollector
 
         report = ReportCollector(cal, cfg.tiling.tile_size)
     failed = False
+    interrupted: int | None = None
     rows = []
     try:
         for scan in args.scans:
             source = open_scan(scan, cfg, args.speed)
+            check_fit(backend, cfg.tiling.tile_size, str(scan), source.width, source.channels, InputDataError)
             truth_file = truth_path_for(scan)
             truth = load_truth(truth_file) if truth_file is not None else None
             verdicts: list[dict] = []
@@ -112,7 +125,8 @@ def replay(args: argparse.Namespace) -> int:
             if report is not None:
                 report.begin_scan(scan, truth)
             with Progress(f"replay {scan_label(scan)}", total=source.total_lines, unit="lines") as bar:
-                stats = _until_stopped(lambda: pipe.run(tick=lambda st: bar.set(st.lines_decided)), pipe.stop)
+                stats, interrupted = _until_stopped(lambda: pipe.run(tick=lambda st: bar.set(st.lines_decided)),
+                                                    pipe.stop)
             if stats.error:
                 failed = True
                 sys.stderr.write(f"edge-inspect: error: {scan}: {stats.error}\n")
@@ -125,20 +139,31 @@ def replay(args: argparse.Namespace) -> int:
                      f" boards without a verdict {len(c.missed_boards)}")
             if report is not None:
                 report.end_scan(scan, stats, c, truth_file)
+            if interrupted is not None:
+                break  # drained; later scans are not begun
     finally:
-        records.close()
+        record_problems = records.close()
         backend.close()
+    for problem in record_problems:
+        failed = True
+        sys.stderr.write(f"edge-inspect: error: {problem}\n")
     _out("")
     _out(f"{'scan':40s} {'boards':>6s} {'rejects':>7s} {'incompl':>7s} {'tiles':>7s} {'tiles/s':>8s} {'drops':>5s} {'lost':>6s}")
     for scan, st in rows:
         _out(f"{str(scan)[-40:]:40s} {st.boards:6d} {st.rejects:7d} {st.incomplete:7d} {st.tiles:7d} "
              f"{st.tiles_per_s:8.1f} {st.dropped_strips:5d} {st.lines_lost:6d}")
-    _out(f"records: {records.path}")
+    _out(f"records: {jsonl.path}")
     if report is not None:
         from edge_inspect.monitoring.replay_report import write_replay_report
 
         model = getattr(cfg.inference.backend, "model", None) or getattr(cfg.inference.backend, "engine", "")
         _out(f"report: {write_replay_report(args.report, report, str(model), model_sha)}")
+    if interrupted is not None:  # a replay cut short is not a success: scripts must see it
+        left = len(args.scans) - len(rows)
+        sys.stderr.write(f"edge-inspect: interrupted by {signal.Signals(interrupted).name}: drained, every board "
+                         f"begun has its record ({sum(st.boards for _, st in rows)} boards)"
+                         + (f"; {left} scan(s) not replayed" if left else "") + "\n")
+        return 128 + interrupted
     return 1 if failed else 0
 
 
@@ -163,13 +188,16 @@ def record(args: argparse.Namespace) -> int:
         for strip in source.strips():
             rec.write(strip)
 
-    try:
+    try:  # a signal or the time limit is how a recording normally ends: exit 0
         _until_stopped(copy_all, source.close, args.max_seconds)
     finally:
+        source.close()
         rec.close()
     counters = source.counters
     _out(f"recorded {rec.frames} frames to {args.out}"
-         + (f" ({rec.chunks_removed} oldest chunks removed for the disk budget)" if rec.chunks_removed else ""))
+         + (f" ({rec.chunks_removed} oldest chunks removed for the disk budget)" if rec.chunks_removed else "")
+         + (f" ({rec.short_frames} short frame(s): the end of a scan, its real line count kept)"
+            if rec.short_frames else ""))
     if counters:
         _out("camera: " + ", ".join(f"{k} {v}" for k, v in counters.as_dict().items()))
     return 0
@@ -179,22 +207,26 @@ def synth(args: argparse.Namespace) -> int:
     from edge_inspect.acquisition.synthetic import SynthSpec, write_synthetic_scans
 
     _setup(args, Config())
-    try:
+    try:  # the arguments are checked here, where their ranges are defined (README: usage errors exit 2)
         spec = SynthSpec(boards=args.boards, defect_rate=args.defect_rate, seed=args.seed,
                          width=args.width, channels=1 if args.grey else 3, style=args.style,
                          board_lines=tuple(args.board_lines))
+        spec.validate()
+        if args.lines_per_frame < 1:
+            raise ValueError(f"lines_per_frame must be >= 1, got {args.lines_per_frame}")
     except ValueError as exc:
-        raise InputDataError(f"synth: {exc}") from None
-    try:
-        truth = write_synthetic_scans(args.out, spec, fmt=args.format, lines_per_frame=args.lines_per_frame)
-    except ValueError as exc:
-        raise InputDataError(f"synth: {exc}") from None
+        raise UsageError(f"synth: {exc}") from None
+    truth = write_synthetic_scans(args.out, spec, fmt=args.format, lines_per_frame=args.lines_per_frame)
     _out(f"wrote {args.boards} {args.style} boards to {args.out} (ground truth {truth})")
     return 0
 
 
 def train(args: argparse.Namespace) -> int:
     cfg = _setup(args)
+    existing = args.out / "model.pt"
+    if existing.exists() and not args.force:  # hours of training are not overwritten by a typo
+        raise UsageError(f"{existing}: a checkpoint is already there; choose another --out, or add --force to "
+                         f"overwrite it")
     try:
         from edge_inspect.training.loop import train as run_training
     except ImportError as exc:
@@ -263,7 +295,7 @@ def calibrate(args: argparse.Namespace) -> int:
         load_calibration,
         write_calibration,
     )
-    from edge_inspect.inference.registry import create_backend
+    from edge_inspect.inference.registry import create_configured_backend
     from edge_inspect.recalibration.apply import (
         apply_calibration,
         new_version,
@@ -283,7 +315,7 @@ def calibrate(args: argparse.Namespace) -> int:
     cfg = _setup(args)
     current_path = cfg.decision.calibration
     if args.rollback:
-        backend = create_backend(cfg.inference.backend)
+        backend = create_configured_backend(cfg.inference.backend)
         sha = backend.model_sha256
         backend.close()
         try:
@@ -307,7 +339,7 @@ def calibrate(args: argparse.Namespace) -> int:
     good = [s for flag, ss in sets if flag == "--scans" for s in ss.scans]
     defect = [s for flag, ss in sets if flag == "--defect-scans" for s in ss.scans]
     current = load_calibration(current_path) if current_path.exists() else None
-    backend = create_backend(cfg.inference.backend)
+    backend = create_configured_backend(cfg.inference.backend)
     try:
         if args.records is not None:
             check_records_model(args.records, backend.model_sha256)

@@ -19,3 +19,9 @@ class InputDataError(EdgeInspectError):
     """A scan, image, dataset or model file that cannot be used as given."""
 
     exit_code = 1
+
+
+class UsageError(EdgeInspectError):
+    """Command-line arguments that cannot work together or are out of range."""
+
+    exit_code = 2

@@ -24,16 +24,38 @@ from edge_inspect.decision.messages import (
     Scored,
 )
 from edge_inspect.decision.verdict import Verdict
-from edge_inspect.errors import EdgeInspectError, InputDataError
+from edge_inspect.errors import ConfigError, EdgeInspectError, InputDataError
 from edge_inspect.inference.base import Backend, Ticket
 from edge_inspect.inference.ring import RingClosed, TileRing
+from edge_inspect.logging import LogEvery
 from edge_inspect.monitoring.thumbnails import BoardThumbnails
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TileMeta, TilesCut
-from edge_inspect.tiling.tiler import Tiler
+from edge_inspect.tiling.tiler import END_OF_STREAM, Tiler
 
 log = structlog.get_logger(__name__)
 
 _END = object()  # end-of-stream marker passed down every queue
+
+
+def check_fit(backend: Backend, tile_size: int, what: str, width: int, channels: int,
+              error: type[EdgeInspectError] = ConfigError) -> None:
+    """Refuse a model and a source that do not fit, naming `what` (the source): a tile size
+    that differs is always the configuration's (exit 78); channels or a width below one tile are
+    `error`: the configuration's for the configured source, InputDataError (exit 1) for a scan
+    given on the command line."""
+    if backend.tile_size != tile_size:
+        raise ConfigError(f"tiling.tile_size is {tile_size} but the model takes {backend.tile_size}px tiles")
+    if backend.channels != channels:
+        kind = {1: "grey", 3: "colour"}
+        raise error(f"{what}: {kind.get(channels, channels)} ({channels} channel(s)) but the model takes "
+                    f"{kind.get(backend.channels, backend.channels)} tiles ({backend.channels} channel(s))")
+    if width < tile_size:
+        raise error(f"{what}: {width} px wide, narrower than one tile ({tile_size} px)")
+
+
+def _error_text(exc: BaseException) -> str:
+    """A stage error as one line: our own errors already name the problem; others get their type."""
+    return str(exc) if isinstance(exc, EdgeInspectError) else f"{type(exc).__name__}: {exc}"
 
 
 class PipelineObserver(Protocol):
@@ -120,25 +142,27 @@ class Pipeline:
         image (every image_scale-th line and column) of each board that ended, just after its
         verdict; the observer picks the ones it keeps."""
         t = cfg.tiling.tile_size
-        if backend.tile_size != t:
-            raise InputDataError(f"model takes {backend.tile_size}px tiles but tiling.tile_size is {t}")
-        if backend.channels != channels:
-            raise InputDataError(
-                f"model takes {backend.channels}-channel tiles but the scan has {channels} channel(s)"
-            )
-        if width < t:
-            raise InputDataError(f"scan width {width} is narrower than one tile ({t}px)")
+        check_fit(backend, t, f"source {source.name}", width, channels)
         self.cfg = cfg
         self.source = source
         self.backend = backend
         self.on_verdict = on_verdict
         self.stats = PipelineStats()
         self._score_name = calibration.score
-        self._tiler = Tiler(cfg.tiling, width=width, channels=channels)
+        try:
+            self._tiler = Tiler(cfg.tiling, width=width, channels=channels)
+        except MemoryError:
+            raise ConfigError(f"tiling.segmenter: a band for min_board_lines + min_gap_lines at {width} px "
+                              f"cannot be allocated") from None
         # GPU backends hand out pinned host memory, so H2D copies read the ring in place.
         allocate = getattr(backend, "allocate_ring", None)
-        slots = allocate(cfg.inference.ring_tiles, t, channels) if allocate else None
-        self._ring = TileRing(cfg.inference.ring_tiles, t, channels, slots=slots)
+        n_ring = cfg.inference.ring_tiles
+        try:
+            slots = allocate(n_ring, t, channels) if allocate else None
+            self._ring = TileRing(n_ring, t, channels, slots=slots)
+        except MemoryError:
+            raise ConfigError(f"inference.ring_tiles: {n_ring} tiles of {t}x{t}x{channels} "
+                              f"({n_ring * t * t * channels / 2**30:.1f} GiB) cannot be allocated") from None
         self._chunk = max(1, cfg.inference.ring_tiles // 2)
         b = cfg.inference.batch_size
         # a batch whose tiles are not contiguous in the ring is gathered; two buffers, because the
@@ -152,6 +176,8 @@ class Pipeline:
         self._decision_q: queue.Queue = queue.Queue()
         self._abort = threading.Event()
         self._stopped = threading.Event()
+        self._source_error: str | None = None  # why the source failed, read by tiling at the end marker
+        self._drop_log = LogEvery()
         self._threads: list[threading.Thread] = []
         self._last_progress_ns = time.monotonic_ns()
         self.observer = observer
@@ -247,7 +273,7 @@ class Pipeline:
             except RingClosed:
                 pass  # the inference stage failed and has reported it
             except Exception as exc:  # a stage must never die silently
-                msg = str(exc) if isinstance(exc, EdgeInspectError) else f"{type(exc).__name__}: {exc}"
+                msg = _error_text(exc)
                 if self.stats.error is None:
                     self.stats.error = msg
                 log.error("stage_failed", stage=name, error=msg,
@@ -281,11 +307,16 @@ class Pipeline:
                         self._strip_q.put_nowait(strip)
                     except queue.Full:
                         st.dropped_strips += 1
-                        log.warning("strip_dropped", frame_id=strip.frame_id, first_line=strip.first_line,
-                                    dropped=st.dropped_strips, why="strip queue full")
+                        n = self._drop_log.due()
+                        if n:  # overload drops thousands: one line per few seconds, with counts
+                            log.warning("strip_dropped", frame_id=strip.frame_id, first_line=strip.first_line,
+                                        dropped=st.dropped_strips, since_last_line=n, why="strip queue full")
                 else:
                     self._put(self._strip_q, strip)
                 t = time.perf_counter()
+        except Exception as exc:  # set before the end marker goes out: tiling cuts the open board with it
+            self._source_error = _error_text(exc)
+            raise
         finally:
             st.stage_s.acquisition = busy
             self._put(self._strip_q, _END)
@@ -307,7 +338,8 @@ class Pipeline:
                 strip = self._strip_q.get()
                 if strip is _END:
                     t = time.perf_counter()
-                    events = self._tiler.flush(stopped=self._stopped.is_set())
+                    events = self._tiler.flush(self._source_error
+                                               or ("stopped" if self._stopped.is_set() else END_OF_STREAM))
                     busy += time.perf_counter() - t
                     busy += self._dispatch(events)
                     break

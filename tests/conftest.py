@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,41 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "edge_inspect.cli", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _can_mount_tmpfs() -> bool:
+    import shutil
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt || "
+                            "mount -t tmpfs -o size=64k tmpfs /tmp"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+CAN_MOUNT_TMPFS = _can_mount_tmpfs()
+needs_small_disk = pytest.mark.skipif(not CAN_MOUNT_TMPFS,
+                                      reason="no user+mount namespaces here (unshare -rm) to mount a small tmpfs")
+
+
+def run_cli_on_small_disk(disk: Path, size: str, *args: str, fill: bool = False,
+                          timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real CLI with a real full disk: a `size` tmpfs mounted at `disk` in a private mount
+    namespace (unshare -rm: no root needed where user namespaces are allowed), filled first when
+    `fill`. The tmpfs vanishes with the namespace, so its content is copied to `disk`.after/
+    once the command has ended."""
+    disk.mkdir(parents=True, exist_ok=True)
+    after = disk.with_name(disk.name + ".after")
+    after.mkdir()
+    cli = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "edge_inspect.cli", *map(str, args)])
+    script = (f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(disk))} || exit 99\n"
+              + (f"cat /dev/zero > {shlex.quote(str(disk / 'filler'))} 2>/dev/null\n" if fill else "")
+              + f"{cli}\nrc=$?\nrm -f {shlex.quote(str(disk / 'filler'))}\n"
+              f"cp -a {shlex.quote(str(disk))}/. {shlex.quote(str(after))}/\nexit $rc\n")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    assert r.returncode != 99, f"could not mount the tmpfs: {r.stderr}"
+    return r
 
 
 @pytest.fixture(scope="session")

@@ -125,6 +125,7 @@ def test_every_piece_of_material_gets_a_record_through_replay(tmp_path):
     recs = [json.loads(x) for x in (tmp_path / "rec" / "boards.jsonl").read_text().splitlines()]
     assert [(x["start_line"], x["end_line"]) for x in recs] == [(0, 300), (420, 520), (700, 1200)]
     assert recs[0]["verdict"] == "reject" and recs[0]["incomplete"]  # its start was never seen
+    assert "start not seen" in recs[0]["reasons"][-1]
     assert recs[1]["verdict"] == "reject" and any(x.startswith("fragment: 100 lines") for x in recs[1]["reasons"])
     assert not recs[2]["incomplete"] and recs[2]["n_tiles"] > 0
     assert "fragment" in r.stderr  # and a log line says so

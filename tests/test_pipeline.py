@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+from structlog.testing import capture_logs
 
 from edge_inspect.acquisition.ground_truth import compare
 from edge_inspect.acquisition.replay import ReplaySource
@@ -60,12 +61,22 @@ def test_live_source_overrun_drops_strips_and_rejects_affected_boards(demo_cfg, 
     board that lost lines is accepted."""
     cfg = demo_cfg.model_copy(update={"output": demo_cfg.output.model_copy(update={"strip_queue": 1})})
     cfg = with_inference(cfg, ring_tiles=16)
-    stats, verdicts = replay(cfg, small_scan, speed="realtime", line_rate_hz=400_000)
+    with capture_logs() as logs:
+        stats, verdicts = replay(cfg, small_scan, speed="realtime", line_rate_hz=400_000)
     assert stats.dropped_strips > 0 and stats.lines_lost > 0
     assert stats.error is None
     lost = [v for v in verdicts if v.incomplete]
     assert lost and all(v.verdict == "reject" for v in lost)
     assert all(any(r.startswith("incomplete") for r in v.reasons) for v in lost)
+    # the flood of drops is a few log lines (one per 5 s at most), each with the count it stands for
+    # and the running total (events folded after the last line are in the totals and metrics)
+    drops = [e for e in logs if e["event"] == "strip_dropped"]
+    gaps = [e for e in logs if e["event"] == "camera lines lost"]
+    for lines in (drops, gaps):
+        assert 1 <= len(lines) <= 1 + stats.wall_s / 5, len(lines)
+    assert drops[0]["since_last_line"] == 1 and gaps[0]["gaps_since_last_line"] == 1
+    assert sum(e["since_last_line"] for e in drops) <= stats.dropped_strips
+    assert drops[-1]["dropped"] <= stats.dropped_strips and gaps[-1]["lines_lost"] <= stats.lines_lost
 
 
 class _Slot:

@@ -13,6 +13,7 @@ import pytest
 from edge_inspect.acquisition.base import Strip
 from edge_inspect.acquisition.recording import Recorder, RecordingSource, is_recording
 from edge_inspect.errors import InputDataError
+from conftest import needs_small_disk, run_cli_on_small_disk
 
 LINES, WIDTH = 8, 48
 
@@ -188,3 +189,77 @@ def test_records_a_live_camera(tmp_path):
     src = RecordingSource(tmp_path / "cam")
     assert src.meta["camera"]["model"] == "Viky" and src.meta["camera"]["pixel_format"] == "RGBa8"
     assert_same(list(src.strips()), seen)
+
+
+def _record_config(tmp_path: Path, scan: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "record.yaml"
+    cfg.write_text(f"camera: {{lines_per_frame: 64}}\nsource: {{type: replay, path: {scan}, speed: max}}\n{extra}")
+    return cfg
+
+
+def test_record_keeps_the_short_last_frame_of_a_scan(tmp_path, small_scan):
+    """small_scan is 3206 lines: 50 frames of 64 and 6 lines over. `record` keeps those 6 lines
+    (a padded last frame with its real line count), and a replay of the recording gives back
+    every line of the scan, bit for bit."""
+    import cv2
+    from conftest import run_cli
+    img = cv2.cvtColor(cv2.imread(str(small_scan)), cv2.COLOR_BGR2RGB)
+    assert len(img) % 64 == 6
+    r = run_cli("record", "--config", _record_config(tmp_path, small_scan), "--out", tmp_path / "rec")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "recorded 51 frames" in r.stdout and "1 short frame(s)" in r.stdout
+    meta = json.loads((tmp_path / "rec" / "recording.json").read_text())
+    assert meta["closed"] and meta["frames"] == 51 and meta["short_frames"] == 1
+    strips = list(RecordingSource(tmp_path / "rec").strips())
+    assert [len(s.lines) for s in strips] == [64] * 50 + [6]
+    assert np.array_equal(np.concatenate([s.lines for s in strips]), img)
+    assert [s.first_line for s in strips] == list(range(0, 3206, 64))
+
+
+def test_short_frames_round_trip_and_lines_valid_are_checked(tmp_path):
+    strips = make_strips(3)
+    short = Strip(strips[2].lines[:3], strips[2].first_line, strips[2].t_ns, strips[2].frame_id)
+    rec = record(tmp_path / "rec", [*strips[:2], short], max_file_frames=2)
+    assert rec.short_frames == 1
+    assert_same(list(RecordingSource(tmp_path / "rec").strips()), [*strips[:2], short])
+    with pytest.raises(InputDataError, match="expected uint8"):
+        Recorder(tmp_path / "other", width=WIDTH, channels=3, lines_per_frame=LINES).write(
+            Strip(np.zeros((0, WIDTH, 3), np.uint8), 0, 0, 0))
+
+
+def test_pixel_bytes_overwritten_in_a_chunk_are_refused_before_any_frame(tmp_path):
+    """The zip CRC-32 covers the pixels too: a chunk with one changed pixel byte delivers no
+    frame at all (its scores would silently change), it is a clear error naming the file."""
+    import zipfile
+    d = tmp_path / "rec"
+    record(d, make_strips(25), max_file_frames=10)
+    c1 = d / "chunk_000001.npz"
+    with zipfile.ZipFile(c1) as zf:
+        info = zf.getinfo("lines.npy")
+    data = bytearray(c1.read_bytes())
+    data[info.header_offset + 200] ^= 0x01  # inside the first frame's pixels (after the headers)
+    c1.write_bytes(bytes(data))
+    got = []
+    with pytest.raises(InputDataError, match="chunk_000001.npz: corrupt chunk \\(pixel data fails its CRC-32"):
+        for s in RecordingSource(d).strips():
+            got.append(s)
+    assert len(got) == 10  # chunk 0 only: not one frame of the damaged chunk
+
+
+@needs_small_disk
+def test_record_onto_a_full_disk_closes_the_recording_and_names_the_folder(tmp_path, small_scan):
+    """A 1 MiB disk: chunk 0 (4 frames, 393 KiB) fits, chunk 1 does not. The command exits 1 with
+    one line naming the folder; no .part or temp file is left; recording.json is closed and
+    counts the complete chunk, which replays."""
+    disk = tmp_path / "disk"
+    cfg = _record_config(tmp_path, small_scan, "record: {max_file_frames: 4}\n")
+    r = run_cli_on_small_disk(disk, "1m", "record", "--config", cfg, "--out", disk / "rec")
+    assert r.returncode == 1, (r.stdout, r.stderr[-2000:])
+    err = [x for x in r.stderr.splitlines() if x.startswith("edge-inspect: error:")]
+    assert len(err) == 1 and "Traceback" not in r.stderr
+    assert f"{disk / 'rec'}: recording stopped: No space left on device; kept 4 frames in 1 complete chunk(s)" in err[0]
+    rec = disk.with_name("disk.after") / "rec"
+    assert sorted(p.name for p in rec.iterdir()) == ["chunk_000000.npz", "recording.json"]
+    meta = json.loads((rec / "recording.json").read_text())
+    assert (meta["closed"], meta["frames"], meta["chunks"]) == (True, 4, 1)
+    assert [s.first_line for s in RecordingSource(rec).strips()] == [0, 64, 128, 192]

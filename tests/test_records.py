@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, needs_small_disk, run_cli, run_cli_on_small_disk
 from structlog.testing import capture_logs
 from test_service import NotifyListener
 from test_service_units import verdict
@@ -138,3 +138,95 @@ logging: {{format: json}}
     assert sum(e["event"] == "records_write_failed" for e in ev) == 1
     # what `systemctl status` shows says so
     assert any(m.startswith("STATUS=") and "RECORDS FAILING" in m for _, m in notify.messages), notify.messages[-5:]
+
+
+def _replay_config(tmp_path: Path) -> Path:
+    from test_cli import config_file
+    return config_file(tmp_path)
+
+
+@pytest.mark.parametrize("disk", [
+    pytest.param("dev_full", marks=needs_dev_full),
+    pytest.param("tmpfs", marks=needs_small_disk),
+])
+def test_replay_onto_a_full_records_disk_prints_every_verdict_and_names_the_file(tmp_path, small_scan, disk):
+    """boards.jsonl on /dev/full, or on a full tmpfs: every verdict is still printed, every
+    record is in the log whole (record_unwritten), and the one error line blames the records
+    file, not the scan; no traceback anywhere."""
+    cfg = _replay_config(tmp_path)
+    args = ["--log-format", "json", "replay", str(small_scan), "--config", str(cfg)]
+    if disk == "dev_full":
+        out = tmp_path / "rec"
+        out.mkdir()
+        (out / "boards.jsonl").symlink_to("/dev/full")
+        r = run_cli(*args, "--out", out)
+    else:
+        out = tmp_path / "disk"
+        r = run_cli_on_small_disk(out, "64k", *args, "--out", out, fill=True)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "exc_info" not in r.stderr
+    boards = [x for x in r.stdout.splitlines() if x.startswith("board ")]
+    assert len(boards) == 6
+    err = [x for x in r.stderr.splitlines() if x.startswith("edge-inspect: error:")]
+    assert err == [f"edge-inspect: error: {out / 'boards.jsonl'}: 6 board record(s) not written "
+                   "([Errno 28] No space left on device); 6 are in the log as record_unwritten"]
+    logged = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    assert [e["record"]["board_id"] for e in logged if e["event"] == "record_unwritten"] == [1, 2, 3, 4, 5, 6]
+
+
+def _service_config(tmp_path: Path, model: Path, cal: Path, scan: Path, records: Path) -> Path:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"""camera: {{lines_per_frame: 64, line_rate_hz: 20000}}
+source: {{type: replay, path: {scan}, speed: max}}
+inference: {{backend: {{type: onnxruntime, model: {model}}}}}
+decision: {{calibration: {cal}}}
+output: {{records_dir: {records}}}
+records: {{jsonl: true, sqlite: true}}
+metrics: {{enabled: false}}
+logging: {{format: json}}
+""")
+    return cfg
+
+
+@pytest.mark.parametrize("content", ["random bytes", "another boards table"])
+def test_a_sqlite_file_that_is_not_a_records_store_is_refused_naming_it(tmp_path, tiny_model, small_scan, content):
+    import sqlite3
+    model, cal = tiny_model(3)
+    records = tmp_path / "records"
+    records.mkdir()
+    db_path = records / "boards.sqlite"
+    if content == "random bytes":
+        db_path.write_bytes(os.urandom(5000))
+    else:
+        db = sqlite3.connect(db_path)
+        db.execute("CREATE TABLE boards (board TEXT, ok INTEGER)")
+        db.commit()
+        db.close()
+    before = db_path.read_bytes()
+    r = run_cli("run", "--config", _service_config(tmp_path, model, cal, small_scan, records), "--max-seconds", "30")
+    assert r.returncode == 78, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    err = [x for x in r.stderr.splitlines() if x.startswith("edge-inspect: error:")]
+    assert len(err) == 1 and f"{db_path}: cannot be used as the SQLite records store" in err[0]
+    assert sorted(p.name for p in records.iterdir()) == ["boards.sqlite"]  # no boards.jsonl was begun
+    assert db_path.read_bytes() == before
+
+
+@needs_small_disk
+def test_service_starting_on_a_full_records_disk_still_signals_every_board(tmp_path, tiny_model, small_scan):
+    """Both stores on a full disk at start: the service runs as with a store failing later,
+    every board is signalled and every record is logged whole, exit 0."""
+    model, cal = tiny_model(3)
+    disk = tmp_path / "disk"
+    cfg = _service_config(tmp_path, model, cal, small_scan, disk / "records")
+    r = run_cli_on_small_disk(disk, "64k", "run", "--config", cfg, "--max-seconds", "60", fill=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    stopped = next(e for e in ev if e["event"] == "stopped")
+    signalled = [e["board_id"] for e in ev if e["event"] == "board"]
+    assert signalled == list(range(1, stopped["boards"] + 1)) and stopped["boards"] >= 6
+    for store in ("boards.jsonl", "boards.sqlite"):
+        unwritten = [e["record"]["board_id"] for e in ev if e["event"] == "record_unwritten"
+                     and e["store"].endswith(store)]
+        assert unwritten == signalled, store
+    assert any(e["event"] == "records_store_unavailable" and e["path"].endswith("boards.sqlite") for e in ev)

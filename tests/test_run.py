@@ -73,8 +73,9 @@ def test_run_camera_at_150fps_through_the_whole_pipeline(tmp_path, tiny_model, f
         assert rec["incomplete"] == any(x.startswith("incomplete:") for x in rec["reasons"]), rec
         assert not rec["incomplete"] or rec["verdict"] == "reject", rec
     lost = st["lost_frames"] + st["dropped_strips"] + st["incomplete_buffers"]
-    if lost == 0:  # nothing lost: only the board in view at the stop is incomplete
-        assert st["lines_lost"] == 0 and all(not r["incomplete"] for r in records[:-1])
+    if lost == 0:  # nothing lost: only the boards in view at the start and at the stop are incomplete
+        assert st["lines_lost"] == 0 and all(not r["incomplete"] for r in records[1:-1])
+        assert not records[0]["incomplete"] or "start not seen" in records[0]["reasons"][-1]
     else:  # a loaded machine: every lost line is a gap that rejected the board it hit
         assert st["lines_lost"] >= 100
         assert any("lines_lost" in x for r in records for x in r["reasons"])
@@ -200,3 +201,16 @@ def test_camera_vanishing_under_a_running_pipeline(tmp_path, tiny_model, demo_cf
     assert lost and all(v.verdict == "reject" and v.incomplete for v in lost)
     after = [v for v in verdicts if v.start_line > lost[0].end_line and not v.incomplete]
     assert after, "inspection goes on after the reconnect"
+
+
+@needs_viky
+def test_a_camera_whose_pixel_format_does_not_fit_the_model_exits_78(tmp_path, tiny_model):
+    """Mono8 from the camera, an RGB model: a configuration problem (78, no restart loop), found
+    before anything is written or announced."""
+    model, cal = tiny_model(3)
+    cfg = service_config(tmp_path, model, cal, f"{{cti: [{VIKY}], pixel_format: Mono8, width: 800}}")
+    r = run_cli("run", "--config", cfg, "--max-seconds", "10")
+    assert r.returncode == 78, r.stderr[-2000:]
+    err = [x for x in r.stderr.splitlines() if x.startswith("edge-inspect: error:")]
+    assert len(err) == 1 and "grey (1 channel(s)) but the model takes colour tiles (3 channel(s))" in err[0]
+    assert "Traceback" not in r.stderr and not (tmp_path / "records").exists()

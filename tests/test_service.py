@@ -76,9 +76,10 @@ class Gateway:
     """A PLC gateway stand-in: accepts one client at a time and keeps every JSON line. `stop`
     closes like a restarting server would (our side first, then reads what was in flight)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ack_reply=lambda seq: b'{"ack": %d}\n' % seq) -> None:
         self.lines: list[dict] = []
         self.port = 0
+        self.ack_reply = ack_reply  # what it answers to a message with `seq`
         self.start()
 
     def start(self) -> None:
@@ -117,7 +118,7 @@ class Gateway:
             self.lines += [json.loads(x) for x in done]
             if done and "seq" in self.lines[-1]:  # the sink asked for acks (`ack: true`)
                 try:
-                    self.conn.sendall(b'{"ack": %d}\n' % self.lines[-1]["seq"])
+                    self.conn.sendall(self.ack_reply(self.lines[-1]["seq"]))
                 except OSError:
                     pass
 
@@ -262,6 +263,35 @@ heatmaps: {{enabled: true, max_bytes: 150000, max_width: 128}}
     assert stopped["heap_trims"] >= 3  # every 0.5 s from the supervising thread (glibc)
 
 
+def test_a_gateway_answering_ack_infinity_never_stops_the_reject_signals(tmp_path, tiny_model, small_scan):
+    """`{"ack": Infinity}` (valid JSON to Python, not an integer) once killed the sink thread
+    with an OverflowError: 89 of 90 messages were never sent and the service exited 0. Now a bad
+    ack is logged (once per few seconds, with a count) and ignored; every board reaches the
+    gateway, and what stays unacknowledged is sent again after ack_timeout_s."""
+    model, cal = tiny_model(3)
+    gw = Gateway(ack_reply=lambda seq: b'{"ack": Infinity}\n')
+    cfg = write_config(tmp_path, model, cal, f"{{type: replay, path: {small_scan}, loop: true, speed: realtime}}", f"""
+sinks: [{{type: tcp, host: 127.0.0.1, port: {gw.port}, backoff_s: [0.05, 0.3], ack: true, ack_timeout_s: 1.0}}]
+""")
+    log_file = tmp_path / "stderr.log"
+    with open(log_file, "w") as fh:
+        r = subprocess.run([sys.executable, "-m", "edge_inspect.cli", "run", "--config", str(cfg),
+                            "--max-seconds", "5"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=fh, timeout=180)
+    gw.stop()
+    err = log_file.read_text()
+    assert r.returncode == 0, err[-3000:]
+    ev = events(err.splitlines())
+    stopped = next(e for e in ev if e["event"] == "stopped")
+    tcp = stopped["sinks"][f"tcp:127.0.0.1:{gw.port}"]
+    records = [json.loads(x) for x in (tmp_path / "records" / "boards.jsonl").read_text().splitlines()]
+    assert len(records) == stopped["boards"] >= 6
+    assert sorted({m["board_id"] for m in gw.lines}) == [r["board_id"] for r in records]  # every board delivered
+    assert tcp["restarts"] == 0 and tcp["acked"] == 0 and tcp["dropped"] == 0
+    bad = [e for e in ev if e["event"] == "sink_bad_ack"]
+    assert bad and bad[0]["line"] == '{"ack": Infinity}' and len(bad) <= 1 + 7 / 5  # folded: one line per 5 s
+    assert not any(e["event"] == "sink_failed" for e in ev)
+
+
 def test_bad_config_exits_78_without_starting(tmp_path, tiny_model, small_scan):
     model, cal = tiny_model(3)
     cfg = write_config(tmp_path, model, cal, f"{{type: replay, path: {small_scan}, loop: true}}",
@@ -303,3 +333,30 @@ def test_genicam_output_on_a_camera_without_output_nodes_is_a_config_error(tmp_p
     assert "sinks.0 (genicam_output): camera has no node(s) LineSelector, LineSource, UserOutputSelector, UserOutputValue" in text
     assert not any(m.startswith("READY=1") for _, m in notify.messages)
     assert not (tmp_path / "records").exists()
+
+
+def test_sigterm_during_start_up_is_a_clean_logged_stop(tmp_path, small_scan):
+    """SIGTERM while the model loads and warms up (a batch of 64 warms 2080 tiles: seconds)
+    used to kill the service by the default handler (rc 143, no log line). The handlers go in
+    first: the stop is logged, nothing is announced or written, exit 0."""
+    from conftest import DEMO_CAL, DEMO_MODEL
+    cfg = write_config(tmp_path, DEMO_MODEL, DEMO_CAL, f"{{type: replay, path: {small_scan}, loop: true}}")
+    cfg.write_text(cfg.read_text().replace("batch_size: 16", "batch_size: 64"))
+    notify = NotifyListener()
+    try:
+        proc, err = start(cfg, notify)
+        wait_event(err, "starting", timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        time.sleep(0.3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notify.close()
+    assert proc.returncode == 0, "".join(err[-20:])
+    ev = events(err)
+    assert [e["event"] for e in ev if e["event"] in ("stopped_during_startup", "started", "stopped")] == [
+        "stopped_during_startup"]
+    assert not any(m.startswith("READY=1") for _, m in notify.messages)
+    assert not (tmp_path / "records").exists()
+    assert "Traceback" not in "".join(err)

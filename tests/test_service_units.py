@@ -94,7 +94,7 @@ def test_tcp_sink_full_queue_drops_oldest_counted_and_logged():
     conn.close()
     srv.close()
     assert [json.loads(x)["board_id"] for x in data.splitlines()] == [2, 3, 4]
-    assert sink.counters() == {"sent": 3, "dropped": 2, "connects": 1, "queued": 0}
+    assert sink.counters() == {"sent": 3, "dropped": 2, "connects": 1, "queued": 0, "restarts": 0}
 
 
 def _listener() -> socket.socket:
@@ -104,6 +104,11 @@ def _listener() -> socket.socket:
     srv.listen(2)
     srv.settimeout(5)
     return srv
+
+
+def _acking_sink(srv: socket.socket, ack_timeout_s: float) -> TcpSink:
+    return TcpSink(TcpSinkConfig(type="tcp", host="127.0.0.1", port=srv.getsockname()[1], ack=True,
+                                 ack_timeout_s=ack_timeout_s, backoff_s=(0.05, 0.1)))
 
 
 def _read_lines(conn: socket.socket, n: int) -> list[dict]:
@@ -125,8 +130,7 @@ def _wait_for(cond, timeout: float = 5.0) -> None:
 
 def test_tcp_sink_with_acks_resends_what_a_crashed_gateway_never_acknowledged():
     srv = _listener()
-    sink = TcpSink(TcpSinkConfig(type="tcp", host="127.0.0.1", port=srv.getsockname()[1], ack=True,
-                                 ack_timeout_s=30, backoff_s=(0.05, 0.1)))
+    sink = _acking_sink(srv, ack_timeout_s=30)
     sink.start()
     for i in range(5):
         sink.send(verdict(i))
@@ -147,14 +151,13 @@ def test_tcp_sink_with_acks_resends_what_a_crashed_gateway_never_acknowledged():
     sink.close()
     conn.close()
     srv.close()
-    assert sink.counters() == {"sent": 9, "dropped": 0, "connects": 2, "queued": 0,
+    assert sink.counters() == {"sent": 9, "dropped": 0, "connects": 2, "queued": 0, "restarts": 0,
                                "acked": 6, "resent": 3, "unacked": 0}
 
 
 def test_tcp_sink_reconnects_when_acks_stop_coming():
     srv = _listener()
-    sink = TcpSink(TcpSinkConfig(type="tcp", host="127.0.0.1", port=srv.getsockname()[1], ack=True,
-                                 ack_timeout_s=0.3, backoff_s=(0.05, 0.1)))
+    sink = _acking_sink(srv, ack_timeout_s=0.3)
     with capture_logs() as logs:
         sink.start()
         for i in range(3):
@@ -169,6 +172,104 @@ def test_tcp_sink_reconnects_when_acks_stop_coming():
         c.close()
     assert any(e["event"] == "sink_disconnected" and "no ack within 0.3 s" in e["why"] for e in logs), logs
     assert sink.counters()["acked"] == 3 and sink.counters()["resent"] == 3 and sink.counters()["unacked"] == 0
+
+
+def test_tcp_sink_ignores_every_kind_of_bad_ack_and_keeps_sending():
+    srv = _listener()
+    sink = _acking_sink(srv, ack_timeout_s=30)
+    with capture_logs() as logs:
+        sink.start()
+        sink.send(verdict(0))
+        conn, _ = srv.accept()
+        assert _read_lines(conn, 1)[0]["seq"] == 1
+        conn.sendall(b'{"ack": Infinity}\n{"ack": NaN}\n{"ack": 1.5}\n{"ack": "1"}\n{"ack": true}\n[1]\n'
+                     b'not json\n' + b"[" * 3000 + b"\n" + b"x" * 5000)  # the last one never ends
+        time.sleep(0.3)
+        for i in range(1, 3):
+            sink.send(verdict(i))
+        assert [m["seq"] for m in _read_lines(conn, 2)] == [2, 3]   # still sending
+        conn.sendall(b'\n{"ack": 3.0}\n')
+        _wait_for(lambda: sink.acked == 3)
+        sink.close()
+    conn.close()
+    srv.close()
+    assert sink.alive() and sink.restarts == 0 and sink.counters()["unacked"] == 0
+    bad = [e for e in logs if e["event"] == "sink_bad_ack"]
+    assert len(bad) == 1 and bad[0]["line"] == '{"ack": Infinity}'  # the rest folded into the next line's count
+    assert not any(e["event"] == "sink_failed" for e in logs)
+
+
+class _FailsOnce(TcpSink):
+    """Fault injection: the first run of the worker raises (as the OverflowError of a bad ack
+    once did); no real reply can make the fixed sink do so any more."""
+
+    def _run(self) -> None:
+        if self.restarts == 0:
+            raise OverflowError("cannot convert float infinity to integer")
+        super()._run()
+
+
+def test_a_sink_thread_that_fails_is_restarted_with_what_it_held():
+    srv = _listener()
+    sink = _FailsOnce(TcpSinkConfig(type="tcp", host="127.0.0.1", port=srv.getsockname()[1],
+                                    backoff_s=(0.05, 0.1)))
+    with capture_logs() as logs:
+        for i in range(3):
+            sink.send(verdict(i))
+        sink.start()
+        conn, _ = srv.accept()   # after the restart pause (0.5 s)
+        assert [m["board_id"] for m in _read_lines(conn, 3)] == [0, 1, 2]
+        sink.close()
+    conn.close()
+    srv.close()
+    failed = [e for e in logs if e["event"] == "sink_failed"]
+    assert len(failed) == 1 and "OverflowError" in failed[0]["error"] and failed[0]["exc_info"]
+    assert sink.counters()["restarts"] == 1 and sink.counters()["sent"] == 3
+
+
+class _DiesSilently(TcpSink):
+    """Fault injection: a worker ended by SystemExit, which `threading` swallows without a word;
+    the one way a sink thread can still die (every Exception restarts it)."""
+
+    def _run(self) -> None:
+        raise SystemExit
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the injected SystemExit
+def test_a_dead_sink_thread_shows_in_metrics_status_and_the_watchdog(tmp_path, small_scan):
+    """The real service parts (opened, not run): a dead sink makes `edge_inspect_sink_alive`
+    0, the STATUS line say SINK DEAD, and the watchdog withhold its pings."""
+    import urllib.request
+
+    from edge_inspect.service.runner import Service
+    cfg = Config.model_validate({
+        "source": {"type": "replay", "path": str(small_scan)},
+        "inference": {"backend": {"type": "onnxruntime", "model": str(DEMO_MODEL)}},
+        "decision": {"calibration": str(DEMO_CAL)},
+        "output": {"records_dir": str(tmp_path / "records")},
+        "metrics": {"enabled": True, "port": 0},
+    })
+    svc = Service(cfg, create_backend(cfg.inference.backend), load_calibration(DEMO_CAL), environ={})
+    svc.open()
+    try:
+        dead = _DiesSilently(TcpSinkConfig(type="tcp", host="127.0.0.1", port=9))
+        svc.sinks.append(dead)
+        dead.start()
+        _wait_for(lambda: not dead.alive())
+        assert "SINK DEAD (tcp:127.0.0.1:9)" in svc._status_text(0.0)
+        assert StallMonitor(svc.pipeline, svc.source, 10.0, svc.sinks).stalled() == ["sink tcp:127.0.0.1:9"]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{svc.metrics.port}/metrics", timeout=5).read().decode()
+        assert 'edge_inspect_sink_alive{sink="tcp:127.0.0.1:9"} 0.0' in text
+        assert 'edge_inspect_sink_alive{sink="log"} 1.0' in text
+        assert 'edge_inspect_sink_restarts_total{sink="tcp:127.0.0.1:9"} 0.0' in text
+    finally:
+        svc.abandon()
+
+
+def test_log_every_folds_repeats_and_counts_them():
+    from edge_inspect.logging import LogEvery
+    every = LogEvery(5.0)
+    assert [every.due(t) for t in (0.0, 1.0, 2.0, 4.9, 5.0, 5.1, 20.0)] == [1, 0, 0, 0, 4, 0, 2]
 
 
 def test_sqlite_records_wal_and_retention(tmp_path):

@@ -380,5 +380,5 @@ def test_synth_cli_style_and_board_lines(tmp_path: Path) -> None:
     r = run_cli("synth", "--out", tmp_path / "x", "--style", "rough")
     assert r.returncode == 2 and "invalid choice: 'rough'" in r.stderr
     r = run_cli("synth", "--out", tmp_path / "x", "--board-lines", "100", "400")
-    assert r.returncode == 1 and r.stderr.strip() == "edge-inspect: error: synth: board_lines min must be >= 256, got 100"
+    assert r.returncode == 2 and r.stderr.strip() == "edge-inspect: error: synth: board_lines min must be >= 256, got 100"
     assert "--style {standard,hard}" in run_cli("synth", "--help").stdout

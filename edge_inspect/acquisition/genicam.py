@@ -42,6 +42,7 @@ import structlog
 from edge_inspect.acquisition.base import AcquisitionCounters, Strip
 from edge_inspect.config import CameraSourceConfig, Config
 from edge_inspect.errors import ConfigError, InputDataError
+from edge_inspect.logging import LogEvery
 
 log = structlog.get_logger(__name__)
 
@@ -119,8 +120,8 @@ def find_cti_files(cti: list[Path]) -> list[Path]:
     for folder in folders:
         found += sorted(Path(p) for p in glob.glob(os.path.join(folder, "*.cti")))
     if not found:
-        where = f"{GENTL_PATH_ENV}={env!r}" if env else f"{GENTL_PATH_ENV} is not set"
-        raise ConfigError(f"source.cti: no GenTL producer: source.cti is empty and {where} holds no .cti files")
+        where = f"the folders in {GENTL_PATH_ENV}={env!r} hold no .cti files" if env else f"{GENTL_PATH_ENV} is not set"
+        raise ConfigError(f"source.cti: no GenTL producer: source.cti is empty and {where}")
     return found
 
 
@@ -250,6 +251,8 @@ class GenicamSource:
         self.lines_per_frame = int(lines_per_frame)
         self.pool_size = max(cfg.buffers, strip_queue + 4)
         self.counters = AcquisitionCounters()
+        # repeated warnings, one line per few seconds each (a flood of lost frames must not flood the log)
+        self._warn_every = {k: LogEvery() for k in ("timeout", "bad_buffer", "lost")}
         self.pixel_format = cfg.pixel_format
         self.channels = CHANNELS[cfg.pixel_format]
         self.line_rate_node: str | None = None  # which node line_rate_hz went to, if any
@@ -508,8 +511,10 @@ class GenicamSource:
             if self._waited >= self.cfg.fetch_timeout_s - 1e-9:
                 self._waited = 0.0
                 self.counters.timeouts += 1
-                log.warning("camera_fetch_timeout", timeout_s=self.cfg.fetch_timeout_s,
-                            timeouts=self.counters.timeouts)
+                n = self._warn_every["timeout"].due()
+                if n:
+                    log.warning("camera_fetch_timeout", timeout_s=self.cfg.fetch_timeout_s,
+                                timeouts=self.counters.timeouts, since_last_line=n)
                 ia.remote_device.node_map.get_node("Width").value  # raises if the device is gone
             return None
         self._waited = 0.0
@@ -562,8 +567,10 @@ class GenicamSource:
 
     def _bad_buffer(self, fid: int | None, why: str) -> None:
         self.counters.incomplete_buffers += 1
-        log.warning("camera_buffer_unusable", frame_id=fid, why=why,
-                    incomplete_buffers=self.counters.incomplete_buffers)
+        n = self._warn_every["bad_buffer"].due()
+        if n:
+            log.warning("camera_buffer_unusable", frame_id=fid, why=why,
+                        incomplete_buffers=self.counters.incomplete_buffers, since_last_line=n)
 
     def _frame_id(self, mod: Any) -> int | None:
         try:
@@ -582,7 +589,10 @@ class GenicamSource:
             self._last_fid = fid
         if step > 1:
             self.counters.lost_frames += step - 1
-            log.warning("camera_frames_lost", lost=step - 1, frame_id=fid, lost_frames=self.counters.lost_frames)
+            n = self._warn_every["lost"].due()
+            if n:
+                log.warning("camera_frames_lost", lost=step - 1, frame_id=fid, lost_frames=self.counters.lost_frames,
+                            since_last_line=n)
         first = self._next_line + (step - 1) * self.lines_per_frame
         self._next_line = first + self.lines_per_frame
         return first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -21,8 +22,11 @@ def read_uint8_npy(path: Path) -> np.ndarray:
     """A .npy file of uint8 pixels (no pickles: a .npy runs no code); clear error otherwise."""
     try:
         arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputDataError(f"{path}: not a readable .npy array ({exc})") from None
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
+        raise InputDataError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from None
+    if not isinstance(arr, np.ndarray):  # np.load opens a zip archive (.npz) whatever the name
+        arr.close()
+        raise InputDataError(f"{path}: an .npz archive, not one .npy array")
     if arr.dtype != np.uint8:
         raise InputDataError(f"{path}: array must be uint8, got {arr.dtype}")
     return arr

@@ -101,6 +101,8 @@ class BoardAggregator:
         incomplete = ev.incomplete or b.n_scored < ev.n_tiles
         if incomplete:
             why = extra_reason or ev.reason
+            if ev.incomplete and why in ("gap", "max_length", "end_of_stream", "fragment"):
+                why = "start not seen (in view when the stream began, or after lost lines)"
             missing = ev.n_tiles - b.n_scored
             reasons.append(f"incomplete: {why}" + (f", {missing} tiles unscored" if missing > 0 else ""))
         if scores.size == 0 and not incomplete:

@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from edge_inspect.atomic import write_atomic
-from edge_inspect.config import format_validation_error, read_yaml_mapping
+from edge_inspect.config import load_yaml_model
 from edge_inspect.errors import ConfigError
 
 #: The first calibration's rule (`export --calibration`, and `evaluate`'s validation threshold):
 #: the worst held-out good validation tile plus this headroom, since a few validation tiles
 #: underestimate the tail.
 MARGIN = 0.10
+
+#: A calibration file's `model`: the sha256 of its model, whole or a prefix of at least 12 hex digits.
+_MODEL_ID = re.compile(r"[0-9a-f]{12,64}")
+#: Validation context of a calibration read from a file (see `load_calibration`).
+_FROM_FILE = {"from_file": True}
+
+
+def _from_file(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("from_file"))
 
 
 class BoardRule(BaseModel):
@@ -30,10 +47,16 @@ class BoardRule(BaseModel):
 
 
 class Calibration(BaseModel):
+    """Thresholds that turn scores into verdicts. In memory a calibration may be provisional
+    (`calibrate` scores with model None and an infinite threshold); one read from a file must
+    name its model and have a finite threshold >= 0, or every board would pass (inf) or fail
+    (negative) without anyone noticing."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: str
     created: str
-    model: str | None = Field(None, description="sha256 of the model the thresholds belong to")
+    model: str | None = Field(None, validate_default=True,
+                              description="sha256 of the model the thresholds belong to")
     score: str = Field(description="model output the decision uses")
     tile_threshold: float
     board_rule: BoardRule = BoardRule()
@@ -44,13 +67,30 @@ class Calibration(BaseModel):
     good_scores: list[float] | None = Field(
         None, description="board scores of the calibration's accepted good boards, ascending: the drift reference")
 
+    @field_validator("model")
+    @classmethod
+    def _model_id(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if _from_file(info) and (v is None or not _MODEL_ID.fullmatch(v)):
+            got = "nothing" if v is None else repr(v)
+            raise ValueError("must be the sha256 (lowercase hex, at least 12 digits) of the model the thresholds "
+                             f"belong to, got {got}: without it the calibration cannot be checked against its model")
+        return v
+
+    @field_validator("tile_threshold")
+    @classmethod
+    def _usable_threshold(cls, v: float, info: ValidationInfo) -> float:
+        if _from_file(info) and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"must be a finite number >= 0, got {v!r} (inf would accept every board, "
+                             "a negative one reject every board)")
+        return v
+
     @model_validator(mode="after")
     def _finite(self) -> "Calibration":
         if self.tile_threshold != self.tile_threshold:
             raise ValueError("tile_threshold is NaN")
         if self.good_scores is not None:
             g = self.good_scores
-            if not g or any(math.isnan(x) for x in g) or any(a > b for a, b in zip(g, g[1:])):
+            if not g or not all(math.isfinite(x) for x in g) or any(a > b for a, b in zip(g, g[1:])):
                 raise ValueError("good_scores must be a non-empty ascending list of numbers")
         return self
 
@@ -61,11 +101,9 @@ def write_calibration(path: Path, cal: Calibration) -> None:
 
 
 def load_calibration(path: Path) -> Calibration:
-    data = read_yaml_mapping(path, "calibration (decision.calibration)")
-    try:
-        return Calibration.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path))) from None
+    """A calibration file, checked as one the decision can rely on (ConfigError listing every
+    problem otherwise)."""
+    return load_yaml_model(path, "calibration (decision.calibration)", Calibration, _FROM_FILE)
 
 
 def check_against_model(cal: Calibration, path: Path, model_sha256: str, score_names: tuple[str, ...]) -> None:

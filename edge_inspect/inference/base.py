@@ -7,6 +7,7 @@ batch is gathered and copied while the current one computes. A CPU backend compu
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -68,13 +69,16 @@ class SyncSubmit:
         return ticket.result
 
 
-def warm_up(backend: Backend, max_batch: int) -> float:
+def warm_up(backend: Backend, max_batch: int, stop: threading.Event | None = None) -> float:
     """Score one all-zero batch of every size from `max_batch` down to 1, before the service says
     READY: allocators that keep per-size state (ONNX Runtime's CPU arena, CUDA graph pools,
     TensorRT shape contexts) reach their working size now, rather than stepping up hours later
-    when a rare batch size first turns up. Returns the seconds spent."""
+    when a rare batch size first turns up. `stop` set ends it early (a stop during start-up).
+    Returns the seconds spent."""
     t0 = time.perf_counter()
     tiles = np.zeros((max_batch, backend.tile_size, backend.tile_size, backend.channels), np.uint8)
     for n in range(max_batch, 0, -1):
+        if stop is not None and stop.is_set():
+            break
         backend.score(tiles[:n])
     return time.perf_counter() - t0

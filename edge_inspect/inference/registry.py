@@ -4,6 +4,7 @@ box never needs TensorRT or torch."""
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from edge_inspect.errors import ConfigError
 from edge_inspect.inference.base import Backend
@@ -24,3 +25,13 @@ def create_backend(cfg) -> Backend:
             f"inference.backend.type: unknown backend {cfg.type!r} (known: {', '.join(_PLUGINS)})"
         ) from None
     return getattr(importlib.import_module(module), cls)(cfg)
+
+
+def create_configured_backend(cfg) -> Backend:
+    """The backend of the configuration's `inference.backend`: a model file it names that does not
+    exist is a configuration problem (exit 78, like a missing calibration), not bad data."""
+    key = "engine" if cfg.type == "tensorrt" else "model"
+    path = Path(cfg.model)
+    if not path.is_file():
+        raise ConfigError(f"inference.backend.{key}: {path}: model file not found")
+    return create_backend(cfg)

@@ -108,7 +108,7 @@ class GenicamOutputSink(ThreadedSink):
             self._cond.notify()
 
     def counters(self) -> dict[str, int]:
-        return {"sent": self.pulses, "late": self.late, "failed": self.failed}
+        return {"sent": self.pulses, "late": self.late, "failed": self.failed, "restarts": self.restarts}
 
     def close(self) -> None:
         self._signal_stop(2.0)

@@ -31,5 +31,8 @@ class LogSink:
     def counters(self) -> dict[str, int]:
         return {"sent": self._n}
 
+    def alive(self) -> bool:
+        return True  # no thread of its own: it runs in the decision thread
+
     def close(self) -> None:
         pass

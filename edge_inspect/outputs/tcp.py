@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import select
 import socket
 import time
@@ -12,9 +13,23 @@ import structlog
 
 from edge_inspect.config import TcpSinkConfig
 from edge_inspect.decision.verdict import Verdict
+from edge_inspect.logging import LogEvery
 from edge_inspect.outputs.base import ThreadedSink, verdict_message
 
 log = structlog.get_logger(__name__)
+
+_MAX_ACK_LINE = 4096  # bytes: a longer line without a newline is not an ack
+
+
+def _ack_number(line: bytes) -> int | None:
+    """N of an `{"ack": N}` line; None for anything else (Infinity and NaN included)."""
+    try:
+        n = json.loads(line)["ack"]
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+        return None
+    if isinstance(n, float) and math.isfinite(n) and n.is_integer():
+        n = int(n)
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 class TcpSink(ThreadedSink):
@@ -38,6 +53,7 @@ class TcpSink(ThreadedSink):
         self._unacked: deque[tuple[int, int, bytes, float]] = deque()  # sent, waiting: (..., sent at)
         self._seq = 0
         self._rx = b""
+        self._bad_acks = LogEvery()
         self.sent = 0
         self.dropped = 0
         self.connects = 0
@@ -64,7 +80,8 @@ class TcpSink(ThreadedSink):
             self._cond.notify()
 
     def counters(self) -> dict[str, int]:
-        c = {"sent": self.sent, "dropped": self.dropped, "connects": self.connects, "queued": len(self._q)}
+        c = {"sent": self.sent, "dropped": self.dropped, "connects": self.connects, "queued": len(self._q),
+             "restarts": self.restarts}
         if self.cfg.ack:
             c.update(acked=self.acked, resent=self.resent, unacked=len(self._unacked))
         return c
@@ -108,12 +125,20 @@ class TcpSink(ThreadedSink):
         return None
 
     def _take_acks(self, data: bytes) -> None:
+        """Acknowledgements in; anything that is not `{"ack": <integer>}` (Infinity, 1.5, text, a
+        line without end) is logged and ignored: what it meant to acknowledge stays kept and is
+        sent again after ack_timeout_s."""
         *lines, self._rx = (self._rx + data).split(b"\n")
+        if len(self._rx) > _MAX_ACK_LINE:
+            lines.append(self._rx)
+            self._rx = b""
         for line in lines:
-            try:
-                upto = int(json.loads(line)["ack"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("sink_bad_ack", sink=self.name, line=line[:200].decode(errors="replace"))
+            upto = _ack_number(line)
+            if upto is None:
+                n = self._bad_acks.due()
+                if n:
+                    log.warning("sink_bad_ack", sink=self.name, line=line[:200].decode(errors="replace"),
+                                bad_acks=n, expected='{"ack": N} with N an integer')
                 continue
             with self._cond:
                 while self._unacked and self._unacked[0][1] <= upto:
@@ -124,17 +149,24 @@ class TcpSink(ThreadedSink):
         """Closes; messages sent but not acknowledged go back to the front of the queue."""
         s.close()
         self.connected = False
+        back = self._requeue_unacked()
+        log.warning("sink_disconnected", sink=self.name, why=why, queued=len(self._q), resend=back)
+
+    def _requeue_unacked(self) -> int:
+        """Messages sent but not acknowledged go back to the front of the queue; returns how many."""
         with self._cond:
             back = [item[:3] for item in self._unacked]
             self._unacked.clear()
             self._q.extendleft(reversed(back))
             self.resent += len(back)
-        log.warning("sink_disconnected", sink=self.name, why=why, queued=len(self._q), resend=len(back))
+        return len(back)
 
     def _run(self) -> None:
         lo, hi = self.cfg.backoff_s
         wait = lo
         sock: socket.socket | None = None
+        self.connected = False
+        self._requeue_unacked()  # after a restart (ThreadedSink): the old connection is gone
         try:
             while True:
                 with self._cond:

@@ -23,7 +23,7 @@ from edge_inspect.decision.verdict import Verdict
 from edge_inspect.errors import InputDataError
 from edge_inspect.inference.base import Backend
 from edge_inspect.monitoring.board_view import scan_label
-from edge_inspect.pipeline import Pipeline
+from edge_inspect.pipeline import Pipeline, check_fit
 from edge_inspect.progress import Progress
 
 log = structlog.get_logger(__name__)
@@ -65,6 +65,7 @@ def provisional_calibration(score: str, rule: BoardRule) -> Calibration:
 def score_scan(cfg: Config, backend: Backend, cal: Calibration, scan: Path) -> ScanScores:
     """One scan (a file, a folder of frames or a recording) on its own: its boards end with it."""
     source = open_scan(scan, cfg)
+    check_fit(backend, cfg.tiling.tile_size, str(scan), source.width, source.channels, InputDataError)
     verdicts: list[Verdict] = []
     pipe = Pipeline(cfg, source, backend, cal, verdicts.append, source.width, source.channels)
     with Progress(f"scoring {scan_label(scan)}", total=source.total_lines, unit="lines") as bar:

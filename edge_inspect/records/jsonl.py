@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 
 from edge_inspect.decision.verdict import Verdict
+from edge_inspect.records.keeper import is_disk_failure
 
 log = structlog.get_logger(__name__)
 
@@ -43,16 +44,22 @@ class JsonlRecords:
     are then deleted, so a service that runs for years does not fill its disk."""
 
     def __init__(self, path: Path, max_bytes: int | None = None, retention_days: float | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
         self.retention_days = retention_days
         self.rotations = 0
         self._fd: int | None = None
         self._size = 0
-        self._open()
+        try:
+            self._open()
+        except OSError as exc:
+            if not is_disk_failure(exc):
+                raise  # a path that cannot work (a file where the folder should be): the caller says so
+            log.error("records_store_unavailable", path=str(path), error=str(exc),
+                      action="records wait in memory; the file is opened again at each write")
 
     def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         cut = cut_partial_line(self.path)
         if cut:
             log.warning("records_partial_line_removed", path=str(self.path), bytes=cut)

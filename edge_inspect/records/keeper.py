@@ -7,6 +7,7 @@ so journald keeps it when the records disk cannot."""
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import time
 from collections import deque
@@ -19,6 +20,19 @@ from edge_inspect.decision.verdict import Verdict
 log = structlog.get_logger(__name__)
 
 STORE_ERRORS = (OSError, sqlite3.Error)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
+def is_disk_failure(exc: BaseException) -> bool:
+    """A store error the disk causes and may cure (full, over quota, I/O error), as opposed to a
+    wrong file or path: such a store is waited for, never a reason to stop inspecting."""
+    if isinstance(exc, OSError):
+        return exc.errno in _DISK_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""  # Python >= 3.11
+        text = str(exc)
+        return name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk is full" in text or "disk I/O error" in text
+    return False
 
 
 class RecordStore(Protocol):
@@ -37,6 +51,8 @@ class _Slot:
         self.pending: deque[Verdict] = deque()
         self.failing = False
         self.retry_at = 0.0
+        self.error = ""  # the store's last failure
+        self.dropped = 0
 
 
 class RecordKeeper:
@@ -66,6 +82,7 @@ class RecordKeeper:
             if len(slot.pending) > self.backlog:
                 lost = slot.pending.popleft()
                 self.dropped += 1
+                slot.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.error("record_dropped", store=str(slot.store.path), board_id=lost.board_id,
                               why=f"store failing and its backlog of {self.backlog} is full", dropped=self.dropped)
@@ -79,6 +96,7 @@ class RecordKeeper:
                 slot.store.write(slot.pending[0])
             except STORE_ERRORS as exc:
                 self.failures += 1
+                slot.error = str(exc)
                 slot.retry_at = now + self.retry_s
                 if not slot.failing:
                     slot.failing = True
@@ -91,14 +109,22 @@ class RecordKeeper:
             slot.failing = False
             log.warning("records_write_recovered", store=str(slot.store.path), written_from_backlog=written)
 
-    def close(self) -> None:
-        """One last try for each store; records still unwritten go to the log, whole."""
+    def close(self) -> list[str]:
+        """One last try for each store; records still unwritten go to the log, whole. Returns one
+        line per store that did not get all its records, naming it (empty: every record written)."""
+        problems = []
         for slot in self._slots:
             if slot.pending:
                 self._flush(slot, time.monotonic())
             for v in slot.pending:
                 log.error("record_unwritten", store=str(slot.store.path), record=v.to_record())
+            if slot.pending or slot.dropped:
+                problems.append(
+                    f"{slot.store.path}: {len(slot.pending) + slot.dropped} board record(s) not written "
+                    f"({slot.error}); {len(slot.pending)} are in the log as record_unwritten"
+                    + (f", {slot.dropped} were dropped beyond the backlog" if slot.dropped else ""))
             try:
                 slot.store.close()
             except STORE_ERRORS as exc:
                 log.error("records_close_failed", store=str(slot.store.path), error=str(exc))
+        return problems

@@ -74,6 +74,11 @@ class _PipelineCollector:
             c.add_metric([], float(value))
             yield c
         yield from _sink_families(self._svc.sinks)
+        g = GaugeMetricFamily("edge_inspect_sink_alive", "1 while a reject-signal sink can deliver, 0 once its "
+                              "thread has died (the watchdog then withholds its pings)", labels=["sink"])
+        for sink in self._svc.sinks:
+            g.add_metric([sink.name], 1.0 if sink.alive() else 0.0)
+        yield g
         keeper = self._svc.records
         if keeper is not None:
             for key, value in keeper.counters().items():

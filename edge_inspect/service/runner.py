@@ -6,7 +6,10 @@ file is written, any port is opened or READY=1 is sent; a ConfigError on the way
 nothing half started. Then records, heatmaps and metrics open, the stage threads start (the
 backend is loaded and the source is open, so the first frame can be scored) and READY=1 goes
 out. The main thread then only supervises: watchdog pings while no stage is stalled
-(service/watchdog.py), STATUS= lines, SIGHUP reloads, SIGTERM/SIGINT drains."""
+(service/watchdog.py), STATUS= lines, SIGHUP reloads, SIGTERM/SIGINT drains. The signal
+handlers go in before anything slow (model load, camera open, warm-up: seconds on a loaded
+machine), so a stop during start-up is a logged, clean exit 0, never death by the default
+handler."""
 
 from __future__ import annotations
 
@@ -47,6 +50,27 @@ if TYPE_CHECKING:  # imported where used: start-up validates before these module
 log = structlog.get_logger(__name__)
 
 
+class ServiceSignals:
+    """SIGTERM/SIGINT set `stop`, SIGHUP sets `reload`; the main thread acts on them. `install`
+    may be called again (harvesters puts in its own SIGINT handler when a camera opens);
+    `restore` puts back what was there first."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for sig, event in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self.reload)):
+            previous = signal.signal(sig, lambda *_, event=event: event.set())
+            self._previous.setdefault(sig, previous)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
 def _file_stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -59,7 +83,7 @@ class Service:
     """Holds what `run` opened; the decision thread calls `on_verdict` and the observer hooks."""
 
     def __init__(self, cfg: Config, backend: Backend, cal: Calibration, max_seconds: float | None = None,
-                 environ: dict[str, str] | None = None) -> None:
+                 environ: dict[str, str] | None = None, signals: ServiceSignals | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
         self.cal = cal
@@ -78,8 +102,9 @@ class Service:
         #: stages stalled at the last check, and how many times a stall began (metrics, alerts)
         self.stalled: list[str] = []
         self.stalls = 0
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        self.signals = signals or ServiceSignals()
+        self._stop = self.signals.stop
+        self._reload = self.signals.reload
         self._model_stamp = _file_stamp(Path(cfg.inference.backend.model))
 
     # -- start-up -----------------------------------------------------------------------------
@@ -90,13 +115,16 @@ class Service:
         from edge_inspect.pipeline import Pipeline
 
         cfg = self.cfg
-        self.source = open_source(cfg)  # before our signal handlers: harvesters sets its own on open
+        self.source = open_source(cfg)
+        self.signals.install()  # again: harvesters sets its own SIGINT handler when a camera opens
         self.sinks = build_sinks(cfg, self.source)
         width = self.source.width
         scale = max(1, -(-width // cfg.heatmaps.max_width)) if cfg.heatmaps.enabled else 0
         self.pipeline = Pipeline(cfg, self.source, self.backend, self.cal, self.on_verdict, width,
                                  self.source.channels, observer=self, image_scale=scale)
         self._warm(self.backend)
+        if self._stop.is_set():
+            return  # stopped during start-up: nothing is written (run_service says so)
         if cfg.drift.enabled:
             from edge_inspect.monitoring.drift import DriftMonitor
 
@@ -104,16 +132,21 @@ class Service:
         # -- from here on things are written --
         rd, r = cfg.output.records_dir, cfg.records
         stores: list[RecordStore] = []
-        if r.jsonl:
-            from edge_inspect.records.jsonl import JsonlRecords
-
-            stores.append(JsonlRecords(rd / "boards.jsonl", r.jsonl_max_mb and int(r.jsonl_max_mb * 2**20),
-                                       r.retention_days))
-        if r.sqlite:
+        if r.sqlite:  # first: a database that is not a records store is refused before any file is written
             from edge_inspect.records.sqlite import SqliteRecords
 
             stores.append(SqliteRecords(r.sqlite_path or rd / "boards.sqlite", r.retention_days,
                                         r.max_rows, r.prune_interval_s))
+        if r.jsonl:
+            from edge_inspect.records.jsonl import JsonlRecords
+
+            try:
+                stores.insert(0, JsonlRecords(rd / "boards.jsonl", r.jsonl_max_mb and int(r.jsonl_max_mb * 2**20),
+                                              r.retention_days))
+            except BaseException:
+                for store in stores:
+                    store.close()
+                raise
         self.records = RecordKeeper(stores, r.backlog, r.retry_s)
         if cfg.heatmaps.enabled:
             from edge_inspect.monitoring.heatmaps import HeatmapWriter
@@ -131,7 +164,7 @@ class Service:
         """Every batch size once, before the backend scores boards (inference/base.py)."""
         b = self.cfg.inference.batch_size
         log.info("backend_warmed", backend=backend.name, model=backend.model_sha256[:12], batch_sizes=f"1..{b}",
-                 seconds=round(warm_up(backend, b), 2))
+                 seconds=round(warm_up(backend, b, self._stop), 2))
 
     def _set_info(self) -> None:
         if self.metrics is not None:
@@ -166,9 +199,7 @@ class Service:
     # -- supervision --------------------------------------------------------------------------
     def run(self) -> int:
         pipe = self.pipeline
-        handlers = {signal.SIGTERM: lambda *_: self._stop.set(), signal.SIGINT: lambda *_: self._stop.set(),
-                    signal.SIGHUP: lambda *_: self._reload.set()}
-        previous = {s: signal.signal(s, h) for s, h in handlers.items()}
+        self.signals.install()
         for s in self.sinks:
             s.start()
         pipe.start()
@@ -178,7 +209,7 @@ class Service:
                  model=self.backend.model_sha256[:12], calibration=self.cal.version,
                  records=[str(r.path) for r in self.records.stores],
                  notify=self.notifier.enabled, watchdog_s=self.notifier.watchdog_s)
-        monitor = StallMonitor(pipe, self.source, self.cfg.service.stall_after_s)
+        monitor = StallMonitor(pipe, self.source, self.cfg.service.stall_after_s, self.sinks)
         heap = HeapTrimmer(self.cfg.service.heap_trim_interval_s)
         wd_every = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None
         check_every = wd_every or 1.0  # stalls are looked for (and shown in metrics) without a watchdog too
@@ -220,8 +251,7 @@ class Service:
                 self._stop.wait(0.05)
         finally:
             st = pipe.join()
-            for s, h in previous.items():
-                signal.signal(s, h)
+            self.signals.restore()
             self.close()
         lat = self._latencies[:self._n_latencies]
         counters = self.source.counters
@@ -241,6 +271,9 @@ class Service:
                 f"{st.frames} frames, {st.dropped_strips} dropped strips, calibration {self.cal.version}")
         if self.records is not None and self.records.pending:
             text += f", RECORDS FAILING ({self.records.pending} waiting)"
+        dead = [s.name for s in self.sinks if not s.alive()]
+        if dead:
+            text += f", SINK DEAD ({', '.join(dead)})"
         if self.drift is not None and self.drift.alarm:
             d = self.drift
             text += f", DRIFT ratio {d.ratio:.3f}" + (f" distance {d.distance:.2f}" if d.distance is not None else "")
@@ -250,7 +283,7 @@ class Service:
         """SIGHUP: re-read the calibration; when the model file changed, load the new model and
         let the inference stage swap it in between batches. The pipeline keeps running all the
         while (no frame waits); a reload that fails keeps the old state and says why."""
-        from edge_inspect.inference.registry import create_backend
+        from edge_inspect.inference.registry import create_configured_backend
 
         self.notifier.reloading()
         cfg = self.cfg
@@ -260,7 +293,7 @@ class Service:
             cal = load_calibration(path)
             stamp = _file_stamp(Path(cfg.inference.backend.model))
             if stamp != self._model_stamp:
-                new_backend = create_backend(cfg.inference.backend)
+                new_backend = create_configured_backend(cfg.inference.backend)
                 if new_backend.model_sha256 == self.backend.model_sha256:
                     new_backend.close()
                     new_backend = None
@@ -321,11 +354,25 @@ class Service:
 
 def run_service(cfg: Config, max_seconds: float | None,
                 model_and_calibration: Callable[[Config], tuple[Backend, Calibration]]) -> int:
-    backend, cal = model_and_calibration(cfg)
-    svc = Service(cfg, backend, cal, max_seconds)
+    signals = ServiceSignals()
+    signals.install()
+    t0 = time.monotonic()
+    log.info("starting", pid=os.getpid(), source=cfg.source.type, model=str(cfg.inference.backend.model))
     try:
-        svc.open()
-    except BaseException:
-        svc.abandon()
-        raise
-    return svc.run()
+        backend, cal = model_and_calibration(cfg)
+        svc = Service(cfg, backend, cal, max_seconds, signals=signals)
+        try:
+            if not signals.stop.is_set():
+                svc.open()
+        except BaseException:
+            svc.abandon()
+            raise
+        if signals.stop.is_set():
+            svc.notifier.stopping()
+            log.info("stopped_during_startup", why="signal", seconds=round(time.monotonic() - t0, 2),
+                     note="stopped before READY: nothing was inspected")
+            svc.abandon()
+            return 0
+        return svc.run()
+    finally:
+        signals.restore()

@@ -43,9 +43,10 @@ class TilesCut:
 @dataclass(frozen=True, slots=True)
 class BoardEnded:
     """A board is complete on the tiling side. `end_line` is exclusive. `reason` is one of
-    "gap", "max_length", "frame", "end_of_stream", "lines_lost", "stopped". `incomplete` is True
-    when lines of the board were lost (dropped strips, the board began before a gap in the line
-    counter) or the source was stopped while the board was in view."""
+    "gap", "max_length", "frame", "end_of_stream", "lines_lost", "stopped", or the error that
+    ended the source. `incomplete` is True when lines of the board were lost (dropped strips,
+    the board began before a gap in the line counter), or the source was stopped or failed while
+    the board was in view."""
 
     board_id: int
     start_line: int

@@ -20,6 +20,7 @@ import structlog
 from edge_inspect.acquisition.base import Strip
 from edge_inspect.config import TilingConfig
 from edge_inspect.errors import InputDataError
+from edge_inspect.logging import LogEvery
 from edge_inspect.tiling.cutter import BoardTiles, TileCutter
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TilesCut, TilingEvent
 from edge_inspect.tiling.segmenter import (
@@ -34,6 +35,10 @@ from edge_inspect.tiling.segmenter import (
 from edge_inspect.tiling.stitcher import BandStitcher
 
 _log = structlog.get_logger(__name__)
+
+END_OF_STREAM = "end_of_stream"
+#: Board ends that were seen whole; any other reason (lines_lost, stopped, a source error) cut it.
+_SEEN_ENDS = frozenset({"gap", "max_length", END_OF_STREAM})
 
 
 @dataclass(slots=True)
@@ -79,6 +84,7 @@ class Tiler:
         self._fg_first = 0
         self.lines_seen = 0
         self.lines_lost = 0
+        self._gap_log = LogEvery()
 
     @property
     def fragments(self) -> int:
@@ -100,9 +106,12 @@ class Tiler:
             if first > self._expected:
                 lost = first - self._expected
                 self.lines_lost += lost
-                _log.warning(
-                    "camera lines lost", lost=lost, expected_line=self._expected, got_line=first
-                )
+                gaps = self._gap_log.due()
+                if gaps:  # one line per few seconds under overload, with the running total
+                    _log.warning(
+                        "camera lines lost", lost=lost, expected_line=self._expected, got_line=first,
+                        lines_lost=self.lines_lost, gaps_since_last_line=gaps,
+                    )
             else:
                 _log.warning(
                     "camera line counter went back; starting a new stream",
@@ -128,13 +137,15 @@ class Tiler:
             self._image_strip(first, n, events)
         return events
 
-    def flush(self, stopped: bool = False) -> list[TilingEvent]:
+    def flush(self, reason: str = END_OF_STREAM) -> list[TilingEvent]:
         """End of stream: close an open board; the next push starts afresh. A stream that ran
-        out (end of a file) ends as "end_of_stream"; one that was stopped while the material
-        kept coming (service shutdown) ends as "stopped": the board in flight is incomplete."""
+        out (end of a file) ends as "end_of_stream". Any other reason means the board in flight
+        was cut: "stopped" (service shutdown while the material kept coming) or the source's
+        error (a corrupt frame file); that board, even a fragment too short to be confirmed, is
+        incomplete with the reason given."""
         events: list[TilingEvent] = []
         if not self._frame_mode:
-            self._close_open("stopped" if stopped else "end_of_stream", events)
+            self._close_open(reason, events)
         self._segmenter.reset(after_gap=True)  # a board in view when the next stream starts is incomplete
         self._expected = None
         return events
@@ -227,7 +238,7 @@ class Tiler:
                 width=width,
                 n_tiles=tiles.n_tiles,
                 reason=reason,
-                incomplete=seg.incomplete or reason in ("lines_lost", "stopped"),
+                incomplete=seg.incomplete or reason not in _SEEN_ENDS,
                 t_last_ns=self._t_of(end - 1),
             )
         )
