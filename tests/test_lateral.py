@@ -129,3 +129,18 @@ def test_every_piece_of_material_gets_a_record_through_replay(tmp_path):
     assert recs[1]["verdict"] == "reject" and any(x.startswith("fragment: 100 lines") for x in recs[1]["reasons"])
     assert not recs[2]["incomplete"] and recs[2]["n_tiles"] > 0
     assert "fragment" in r.stderr  # and a log line says so
+
+
+def test_touching_boards_of_different_extent_are_told_apart_at_the_seam():
+    """Butted end to end with no gap, two boards of different width and position are two
+    records, split where the board changes (within a few lines); tiles never straddle the seam."""
+    band = scene(1500, 200, [(100, 700, 20, 180, 0.0), (700, 1300, 50, 150, 0.0)])
+    for size in (7, 64, 500):
+        run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05), 200, 1), strips_of(band, size))
+        ends = [(b.start_line, b.end_line, b.reason, b.incomplete) for b in run.boards()]
+        assert len(ends) == 2 and ends[0][2] == "seam" and ends[1][2] == "gap", ends
+        assert abs(ends[0][1] - 700) <= 3 and ends[1][0] == ends[0][1] and not ends[1][3]
+        for m, px in tiles_of(run):  # every tile lies within its own board's lines and columns
+            b = run.boards()[m.board_id - 1]
+            assert 0 <= m.y and b.start_line + m.y + T <= b.end_line
+            assert px.min() > 40  # wood only

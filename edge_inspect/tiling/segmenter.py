@@ -142,6 +142,15 @@ class BoardSegmenter:
             break
         return events
 
+    def restart_at(self, line: int) -> list[SegEvent]:
+        """The open board ended at `line` (a seam: touching boards, told apart by the tiler) and
+        the next one, already known to be board, begins there."""
+        events: list[SegEvent] = []
+        self._begin(line, False, events)
+        self._confirm(events)
+        self.settled = max(self.settled, line)
+        return events
+
     def close(self, reason: str) -> list[SegEvent]:
         """End the stream (reason "end_of_stream"), its received part ("lines_lost"), or a stream
         stopped while material kept coming ("stopped").

@@ -32,13 +32,14 @@ from edge_inspect.tiling.segmenter import (
     foreground_mask,
     line_counts,
 )
+from edge_inspect.tiling.lateral import board_extent
 from edge_inspect.tiling.stitcher import BandStitcher
 
 _log = structlog.get_logger(__name__)
 
 END_OF_STREAM = "end_of_stream"
 #: Board ends that were seen whole; any other reason (lines_lost, stopped, a source error) cut it.
-_SEEN_ENDS = frozenset({"gap", "max_length", END_OF_STREAM})
+_SEEN_ENDS = frozenset({"gap", "max_length", END_OF_STREAM, "fragment", "seam"})
 
 
 @dataclass(slots=True)
@@ -52,6 +53,17 @@ class _Segment:
     acc: int
     board_id: int = -1
     tiles: BoardTiles | None = field(default=None)
+    extents: list[tuple[int, int]] = field(default_factory=list)  # board extent per seam block
+    ref: tuple[int, int] | None = None  # the board's established extent
+
+
+SEAM_BLOCK = 32     # lines per lateral-extent measurement for seams
+SEAM_JUMP_PX = 24   # an edge moving this far between two blocks is another board (skew moves < 1 px)
+SEAM_CONFIRM = 2    # ...if the new extent holds for this many more blocks
+
+
+def _jump(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return abs(a[0] - b[0]) > SEAM_JUMP_PX or abs(a[1] - b[1]) > SEAM_JUMP_PX
 
 
 class Tiler:
@@ -73,9 +85,10 @@ class Tiler:
         self._level = seg.foreground_level
         self._cutter = TileCutter(t, cfg.stride, width, channels, seg.foreground_level,
                                   seg.edge_close_px, seg.edge_band_px)
-        capacity = 4 * (t + cfg.stride + seg.min_board_lines + seg.min_gap_lines)
+        capacity = 4 * (t + cfg.stride + seg.min_board_lines + seg.min_gap_lines + 2 * SEAM_BLOCK)
         self._band = BandStitcher(width, channels, capacity)
         self._segmenter = BoardSegmenter(seg, width)
+        self._min_board = seg.min_board_lines
         self._next_id = first_board_id
         self._expected: int | None = None
         self._times: deque[tuple[int, int]] = deque()  # (first_line, t_ns) of recent strips
@@ -194,9 +207,11 @@ class Tiler:
             seg = self._seg
             if seg is not None:
                 settled = self._segmenter.settled
-                self._accumulate(seg, settled)
                 if seg.tiles is not None:
-                    seg.tiles.cut_ready(self._band, settled - seg.start)
+                    seg = self._split_seams(seg, settled, events)
+                self._accumulate(seg, settled)
+                if seg.tiles is not None:  # rows only over lines whose seam blocks are checked
+                    seg.tiles.cut_ready(self._band, min(settled, self._checked_until(seg)) - seg.start)
                     self._emit_tiles(seg.tiles, events)
         finally:
             self._fg = None
@@ -221,10 +236,77 @@ class Tiler:
         else:  # END
             self._end_board(seg, ev.line, ev.reason, events)
 
-    def _end_board(self, seg: _Segment, end: int, reason: str, events: list[TilingEvent]) -> None:
+    # -- touching boards: a seam is a jump of the board's lateral extent ---------------------
+
+    def _block_extent(self, y: int) -> tuple[int, int] | None:
+        return board_extent(foreground_mask(self._band.lines(y, y + SEAM_BLOCK), self._level), self._cutter.close_px)
+
+    def _checked_until(self, seg: _Segment) -> int:
+        """Lines before this are known to hold no seam: a seam is looked for in a candidate block
+        and the one before it once SEAM_CONFIRM more blocks are in."""
+        return seg.start + max(len(seg.extents) - 1 - SEAM_CONFIRM, 0) * SEAM_BLOCK
+
+    def _seam_in(self, seg: _Segment, upto: int) -> int | None:
+        """Measure the seam blocks of `seg` complete before `upto`; the line where the board's
+        extent jumps by more than SEAM_JUMP_PX from its established one (`ref`, which follows
+        slow drift such as skew) to one a board could have, and stays there for SEAM_CONFIRM more
+        blocks; or None. A block that is no plausible board (a sliver beside a dark stain) changes nothing."""
+        while seg.start + (len(seg.extents) + 1) * SEAM_BLOCK <= upto:
+            y = seg.start + len(seg.extents) * SEAM_BLOCK
+            seg.extents.append(self._block_extent(y) or (0, self._width))
+            ext = seg.extents
+            if seg.ref is None:
+                seg.ref = ext[0]
+            if len(ext) < 1 + SEAM_CONFIRM:
+                continue
+            cand, after = ext[-1 - SEAM_CONFIRM], ext[-SEAM_CONFIRM:]
+            if not _jump(seg.ref, cand):
+                seg.ref = cand
+            elif self._plausible(seg.ref, cand) and not any(_jump(cand, a) for a in after):
+                y0 = y - SEAM_CONFIRM * SEAM_BLOCK - SEAM_BLOCK  # the block before the candidate
+                line = self._seam_line(y0, seg.ref, cand)
+                if line >= seg.start + SEAM_BLOCK:
+                    return line
+                seg.ref = cand  # a change at the very start: the board is what follows
+        return None
+
+    def _plausible(self, old: tuple[int, int], new: tuple[int, int]) -> bool:
+        """A board of its own is at least a tile and 30 % of the one before wide; a sliver left
+        beside a dark stain across most of a board is not."""
+        return new[1] - new[0] >= max(self._tile, 0.3 * (old[1] - old[0]))
+
+    def _seam_line(self, y0: int, old: tuple[int, int], new: tuple[int, int]) -> int:
+        """Where in [y0, y0 + 2 blocks) (the last old-looking block and the first new one) the
+        board changes: each line votes with its foreground in the columns only the new extent has
+        minus that in the columns only the old has; the seam is the step that best fits the votes."""
+        fg = foreground_mask(self._band.lines(y0, y0 + 2 * SEAM_BLOCK), self._level)
+        cols = np.arange(self._width)
+        in_old = (cols >= old[0]) & (cols < old[1])
+        in_new = (cols >= new[0]) & (cols < new[1])
+        vote = fg[:, in_new & ~in_old].sum(1).astype(np.int64) - fg[:, in_old & ~in_new].sum(1)
+        before = np.cumsum(vote)[:-1]  # votes of lines [0, k) for k = 1 .. 2 blocks - 1
+        return y0 + 1 + int(np.argmin(before))
+
+    def _split_seams(self, seg: _Segment, upto: int, events: list[TilingEvent]) -> _Segment:
+        """End the board at every seam found before `upto` and go on with the next one."""
+        while (line := self._seam_in(seg, upto)) is not None:
+            self._end_board(seg, line, "seam" if line - seg.start >= self._min_board else "fragment", events,
+                            check_seams=False)
+            for ev in self._segmenter.restart_at(line):
+                self._apply(ev, events)
+            seg = self._seg
+        return seg
+
+    def _end_board(self, seg: _Segment, end: int, reason: str, events: list[TilingEvent],
+                   check_seams: bool = True) -> None:
         tiles = seg.tiles
         if tiles is None:
             raise RuntimeError("board ended before it was confirmed")
+        if check_seams:  # touching boards ending together: split them before the last rows are cut
+            rest = self._split_seams(seg, end, events)
+            if rest is not seg:
+                self._end_board(rest, end, reason, events)
+                return
         length = end - seg.start
         self._accumulate(seg, end)
         tiles.cut_final(self._band, length)
@@ -288,7 +370,8 @@ class Tiler:
             return self._band.end_line
         if seg.tiles is None:
             return seg.start
-        return min(seg.acc, seg.start + seg.tiles.keep_from_y)
+        seam_check = seg.start + max(len(seg.extents) - 1 - SEAM_CONFIRM, 0) * SEAM_BLOCK  # the next search reads these
+        return min(seg.acc, seg.start + seg.tiles.keep_from_y, seam_check)
 
     def _trim_times(self) -> None:
         """Keep strip timestamps back to the line before the band's first line (a board's end
