@@ -35,6 +35,7 @@ test: $(VENV)/.stamp-train
 model: $(VENV)/.stamp-train
 	$(EI) synth --out $(DEMO)/train --boards 120 --defect-rate 0 --seed 1
 	$(EI) synth --out $(DEMO)/train-hard --boards 120 --defect-rate 0 --seed 2 --style hard
+	rm -rf $(DEMO)/model
 	$(EI) train --config config/demo.yaml --data $(DEMO)/train $(DEMO)/train-hard --out $(DEMO)/model
 	$(EI) export --model $(DEMO)/model/model.pt --out engines/demo.onnx --calibration calibration/current.yaml
 	$(MAKE) demo-calibration

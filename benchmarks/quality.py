@@ -139,8 +139,9 @@ def _tail(log: Path) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """The RESULTS.md table: one line per (dataset, model), its decision score's numbers, and the
-    best image AUROC of any of its scores (for reading only: test data never chose it)."""
+    """The RESULTS.md table: one line per (dataset, model), its decision score's numbers, the
+    pixel AUROC of its map (pixel_max's when it has one, else residual_max's), and the best image
+    AUROC of any of its scores (for reading only: test data never chose it)."""
     out = ["| dataset | model | decision score (validation) | image AUROC | pixel AUROC | F1 @ val thr | "
            "best score on test (AUROC) | patches | train s | load |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -151,7 +152,8 @@ def table(rows: list[dict]) -> str:
             continue
         d = next(r for r in mine if r["decision"])
         best = max(mine, key=lambda r: r["image_auroc"])
-        px = "-" if d["pixel_auroc"] is None else f"{d['pixel_auroc']:.3f}"
+        pixel = [r["pixel_auroc"] for r in mine if r["pixel_auroc"] is not None]  # the model's map
+        px = f"{pixel[0]:.3f}" if pixel else "-"
         out.append(f"| {dataset} | {model} | {d['score']} | {d['image_auroc']:.3f} | {px} | "
                    f"{d['f1_at_validation_threshold']:.3f} | {best['score']} ({best['image_auroc']:.3f}) | "
                    f"{d['patches_seen']} | {d['train_seconds']:.0f} | {d['load_avg']} |")
