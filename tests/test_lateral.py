@@ -144,3 +144,18 @@ def test_touching_boards_of_different_extent_are_told_apart_at_the_seam():
             b = run.boards()[m.board_id - 1]
             assert 0 <= m.y and b.start_line + m.y + T <= b.end_line
             assert px.min() > 40  # wood only
+
+
+def test_seam_found_only_when_the_board_ends_leaves_the_segmenter_in_step():
+    """The second of two butted boards is too short for its seam to be confirmed while it runs:
+    the seam is found when the gap ends it. The boards after it are still segmented (a
+    regression: the segmenter was restarted at that seam although it had already moved on)."""
+    band = scene(2000, 200, [(100, 700, 20, 180, 0.0), (700, 820, 50, 150, 0.0), (1000, 1400, 20, 180, 0.0),
+                             (1600, 1900, 20, 180, 0.0)])
+    for size in (7, 64, 500, 2000):
+        run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05, min_board_lines=50), 200, 1),
+                   strips_of(band, size))
+        ends = [(b.start_line, b.end_line, b.reason) for b in run.boards()]
+        assert len(ends) == 4, (size, ends)
+        assert ends[0][2] == "seam" and abs(ends[0][1] - 700) <= 3 and ends[1][0] == ends[0][1]
+        assert [e[1:] for e in ends[1:]] == [(820, "gap"), (1400, "gap"), (1900, "gap")], (size, ends)

@@ -287,12 +287,16 @@ class Tiler:
         before = np.cumsum(vote)[:-1]  # votes of lines [0, k) for k = 1 .. 2 blocks - 1
         return y0 + 1 + int(np.argmin(before))
 
-    def _split_seams(self, seg: _Segment, upto: int, events: list[TilingEvent]) -> _Segment:
-        """End the board at every seam found before `upto` and go on with the next one."""
+    def _split_seams(self, seg: _Segment, upto: int, events: list[TilingEvent], live: bool = True) -> _Segment:
+        """End the board at every seam found before `upto` and go on with the next one. `live`:
+        `seg` is the segmenter's open segment, which then restarts at the seam too; otherwise the
+        segmenter has already ended it (and may have begun another), so only the tiler's side
+        follows the seam."""
         while (line := self._seam_in(seg, upto)) is not None:
             self._end_board(seg, line, "seam" if line - seg.start >= self._min_board else "fragment", events,
                             check_seams=False)
-            for ev in self._segmenter.restart_at(line):
+            restart = self._segmenter.restart_at(line) if live else [SegEvent(START, line), SegEvent(CONFIRM, line)]
+            for ev in restart:
                 self._apply(ev, events)
             seg = self._seg
         return seg
@@ -303,7 +307,7 @@ class Tiler:
         if tiles is None:
             raise RuntimeError("board ended before it was confirmed")
         if check_seams:  # touching boards ending together: split them before the last rows are cut
-            rest = self._split_seams(seg, end, events)
+            rest = self._split_seams(seg, end, events, live=False)
             if rest is not seg:
                 self._end_board(rest, end, reason, events)
                 return
