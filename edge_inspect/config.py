@@ -52,6 +52,9 @@ class SegmenterConfig(_Strict):
     exit_fraction: float = Field(
         0.05, ge=0, le=1, description="share of the camera width below which a line counts as gap (nearly all "
         "conveyor)")
+    conveyor_margin: int | None = Field(
+        None, ge=1, le=100, description="when set, the foreground level follows the conveyor: the p99.9 grey of "
+        "recent gaps plus this margin, never above foreground_level (a ceiling); unset, foreground_level is fixed")
     min_gap_lines: int = Field(16, ge=1, le=100_000, description="gap lines needed to end a board")
     min_board_lines: int = Field(256, ge=1, le=100_000, description="shorter pieces are recorded and rejected as fragments")
     max_board_lines: int = Field(20000, ge=1, le=10_000_000, description="longer boards are closed and a new segment begun")

@@ -133,9 +133,11 @@ def test_every_piece_of_material_gets_a_record_through_replay(tmp_path):
 
 def test_touching_boards_of_different_extent_are_told_apart_at_the_seam():
     """Butted end to end with no gap, two boards of different width and position are two
-    records, split where the board changes (within a few lines); tiles never straddle the seam."""
-    band = scene(1500, 200, [(100, 700, 20, 180, 0.0), (700, 1300, 50, 150, 0.0)])
-    for size in (7, 64, 500):
+    records, split where the board changes (within a few lines, whether the next board is
+    narrower or wider); tiles never straddle the seam."""
+    narrowing = scene(1500, 200, [(100, 700, 20, 180, 0.0), (700, 1300, 50, 150, 0.0)])
+    widening = scene(1500, 200, [(100, 700, 50, 150, 0.0), (700, 1300, 20, 180, 0.0)], seed=1)
+    for band, size in [(narrowing, 7), (narrowing, 64), (narrowing, 500), (widening, 7), (widening, 500)]:
         run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05), 200, 1), strips_of(band, size))
         ends = [(b.start_line, b.end_line, b.reason, b.incomplete) for b in run.boards()]
         assert len(ends) == 2 and ends[0][2] == "seam" and ends[1][2] == "gap", ends

@@ -21,6 +21,7 @@ from edge_inspect.acquisition.base import Strip
 from edge_inspect.config import TilingConfig
 from edge_inspect.errors import InputDataError
 from edge_inspect.logging import LogEvery
+from edge_inspect.tiling.conveyor import ConveyorLevel
 from edge_inspect.tiling.cutter import BoardTiles, TileCutter
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TilesCut, TilingEvent
 from edge_inspect.tiling.segmenter import (
@@ -88,6 +89,9 @@ class Tiler:
         capacity = 4 * (t + cfg.stride + seg.min_board_lines + seg.min_gap_lines + 2 * SEAM_BLOCK)
         self._band = BandStitcher(width, channels, capacity)
         self._segmenter = BoardSegmenter(seg, width)
+        self._conveyor = (None if seg.conveyor_margin is None else
+                          ConveyorLevel(seg.foreground_level, seg.conveyor_margin, seg.min_gap_lines,
+                                        seg.exit_fraction * width, channels))
         self._min_board = seg.min_board_lines
         self._next_id = first_board_id
         self._expected: int | None = None
@@ -199,10 +203,18 @@ class Tiler:
         )
 
     def _image_strip(self, first: int, n: int, events: list[TilingEvent]) -> None:
-        fg = foreground_mask(self._band.lines(first, first + n), self._level)
+        lines = self._band.lines(first, first + n)
+        fg = foreground_mask(lines, self._level)
+        counts = line_counts(fg)
+        if self._conveyor is not None:  # a gap that ended in this strip sets the level this strip is judged at
+            self._conveyor.observe(lines, counts)
+            if self._conveyor.level != self._level:
+                self._level = self._cutter.level = self._conveyor.level
+                fg = foreground_mask(lines, self._level)
+                counts = line_counts(fg)
         self._fg, self._fg_first = fg, first
         try:
-            for ev in self._segmenter.feed(line_counts(fg), first):
+            for ev in self._segmenter.feed(counts, first):
                 self._apply(ev, events)
             seg = self._seg
             if seg is not None:
@@ -215,6 +227,11 @@ class Tiler:
                     self._emit_tiles(seg.tiles, events)
         finally:
             self._fg = None
+
+    @property
+    def foreground_level(self) -> int:
+        """The level pixels are judged by now (fixed, or following the conveyor)."""
+        return self._level
 
     def _apply(self, ev: SegEvent, events: list[TilingEvent]) -> None:
         if ev.kind == START:
@@ -235,6 +252,9 @@ class Tiler:
             events.append(BoardStarted(seg.board_id, seg.start, seg.t_start))
         else:  # END
             self._end_board(seg, ev.line, ev.reason, events)
+            if ev.reason == "max_length" and self._conveyor is not None:  # no gap for that long
+                self._conveyor.reset()
+                self._level = self._cutter.level = self._conveyor.level
 
     # -- touching boards: a seam is a jump of the board's lateral extent ---------------------
 
@@ -278,13 +298,18 @@ class Tiler:
     def _seam_line(self, y0: int, old: tuple[int, int], new: tuple[int, int]) -> int:
         """Where in [y0, y0 + 2 blocks) (the last old-looking block and the first new one) the
         board changes: each line votes with its foreground in the columns only the new extent has
-        minus that in the columns only the old has; the seam is the step that best fits the votes."""
+        minus that in the columns only the old has; the seam is the step that best fits the votes:
+        the k minimising the sum over lines [0, k) of the votes less the midpoint between an old
+        line's expected vote (-old-only columns) and a new line's (+new-only columns). Centring
+        matters: uncentred, a board wider than the one before (votes >= 0) put the seam at y0."""
         fg = foreground_mask(self._band.lines(y0, y0 + 2 * SEAM_BLOCK), self._level)
         cols = np.arange(self._width)
         in_old = (cols >= old[0]) & (cols < old[1])
         in_new = (cols >= new[0]) & (cols < new[1])
-        vote = fg[:, in_new & ~in_old].sum(1).astype(np.int64) - fg[:, in_old & ~in_new].sum(1)
-        before = np.cumsum(vote)[:-1]  # votes of lines [0, k) for k = 1 .. 2 blocks - 1
+        new_only, old_only = in_new & ~in_old, in_old & ~in_new
+        vote = fg[:, new_only].sum(1).astype(np.float64) - fg[:, old_only].sum(1)
+        mid = (np.count_nonzero(new_only) - np.count_nonzero(old_only)) / 2
+        before = np.cumsum(vote - mid)[:-1]  # centred votes of lines [0, k) for k = 1 .. 2 blocks - 1
         return y0 + 1 + int(np.argmin(before))
 
     def _split_seams(self, seg: _Segment, upto: int, events: list[TilingEvent], live: bool = True) -> _Segment:
