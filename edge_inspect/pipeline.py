@@ -258,6 +258,16 @@ class Pipeline:
                 "decision": self._decision_q.qsize()}
 
     @property
+    def fragments(self) -> int:
+        """Fragments so far (the stats field is filled when the stream ends)."""
+        return self._tiler.fragments
+
+    @property
+    def foreground_level(self) -> int:
+        """The grey level the tiler judges board pixels by now (it may follow the conveyor)."""
+        return self._tiler.foreground_level
+
+    @property
     def queue_depths(self) -> dict[str, int]:
         return {"strips": self._strip_q.qsize(), "inference": self._infer_q.qsize(),
                 "decision": self._decision_q.qsize(), "ring_tiles": int(self._ring.used)}

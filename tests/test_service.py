@@ -202,6 +202,9 @@ heatmaps: {{enabled: true, max_bytes: 150000, max_width: 128}}
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert "edge_inspect_frames_total" in text and "edge_inspect_verdict_latency_seconds_bucket" in text
         assert 'edge_inspect_queue_depth{queue="strips"}' in text and "edge_inspect_info{" in text
+        assert "edge_inspect_fragments_total" in text
+        level = [x for x in text.splitlines() if x.startswith("edge_inspect_foreground_level ")]
+        assert len(level) == 1 and 0 < float(level[0].split()[1]) <= 255, level
         assert "edge_inspect_batch_seconds_count" in text and "process_resident_memory_bytes" in text
         types = [x.split()[2] for x in text.splitlines() if x.startswith("# TYPE")]
         assert len(types) == len(set(types)), "a metric family declared twice (Prometheus rejects the scrape)"

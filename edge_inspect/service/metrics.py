@@ -68,6 +68,7 @@ class _PipelineCollector:
             "boards": ("board verdicts", st.boards),
             "rejects": ("boards rejected", st.rejects),
             "incomplete": ("boards rejected as incomplete", st.incomplete),
+            "fragments": ("pieces shorter than a board, recorded and rejected as fragments", pipe.fragments),
         }
         for name, (doc, value) in counters.items():
             c = CounterMetricFamily(f"edge_inspect_{name}", doc)
@@ -95,6 +96,10 @@ class _PipelineCollector:
         c = CounterMetricFamily("edge_inspect_stalls", "times a stage was found stalled (the watchdog stops pinging)")
         c.add_metric([], float(self._svc.stalls))
         yield c
+        g = GaugeMetricFamily("edge_inspect_foreground_level", "grey level above which a pixel is board "
+                              "(follows the conveyor when segmenter.conveyor_margin is set)")
+        g.add_metric([], float(pipe.foreground_level))
+        yield g
         g = GaugeMetricFamily("edge_inspect_queue_depth", "items waiting in front of a stage", labels=["queue"])
         for q, depth in pipe.queue_depths.items():
             g.add_metric([q], float(depth))
