@@ -14,6 +14,7 @@ from edge_inspect.models.names import (
     ALL_SCORES,
     D_SCORES,
     GANOMALY_SCORES,
+    OPT_IN_SCORES,
     ModelName,
     ScoreName,
 )
@@ -138,7 +139,7 @@ class TrainingConfig(BaseModel):
             return tuple(self.scores)
         if self.model == "ganomaly":
             return GANOMALY_SCORES
-        return tuple(s for s in ALL_SCORES if s != "latent_l2")
+        return tuple(s for s in ALL_SCORES if s != "latent_l2" and s not in OPT_IN_SCORES)
 
     def stride(self) -> int:
         """Grid step of validation and evaluation patches."""

@@ -99,6 +99,35 @@ def test_residual_max_localises_a_small_defect() -> None:
     assert gain_max > 5 * gain_l1 > 0
 
 
+class _PlainWood(torch.nn.Module):
+    """Stands in for a trained generator: it reconstructs every tile as flat wood of the tile's
+    median, so the residual is exactly the defect's contrast."""
+
+    isize, nc, has_latent = 64, 1, False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # tells score_tiles the device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).median(1).values[:, None, None, None].expand_as(x)
+
+
+def test_residual_rel_scores_a_knot_alike_on_dark_and_pale_wood() -> None:
+    """The same knot (half the wood's grey) on pale wood (grey 180) and on dark wood (grey 40):
+    residual_max sees the dark one about 4x weaker; residual_rel, relative to the brightness,
+    scores both within 25 %."""
+    from edge_inspect.models.scoring import ScoringModel
+
+    model = ScoringModel(_PlainWood(), residual_kernel=4, scores=("image_l1", "residual_max", "residual_rel")).eval()
+    tiles = np.stack([np.full((64, 64, 1), g, np.uint8) for g in (180, 40)])
+    tiles[0, 20:30, 20:30] = 90
+    tiles[1, 20:30, 20:30] = 20
+    s = score_tiles(model, tiles)
+    assert s["residual_max"][0] > 3.5 * s["residual_max"][1]
+    assert abs(s["residual_rel"][0] / s["residual_rel"][1] - 1) < 0.25, s["residual_rel"]
+
+
 def test_training_reduces_contextual_loss(trained, tmp_path: Path) -> None:
     cfg, result = trained
     assert result.epochs_run == 4 and result.stopped_early is None

@@ -17,6 +17,7 @@ from edge_inspect.models.registry import build_nets  # noqa: E402
 from edge_inspect.models.scoring import (  # noqa: E402
     ALL_SCORES,
     SCORE_NAMES,
+    REL_FLOOR,
     ScoringModel,
     map_tiles,
     score_tiles,
@@ -72,6 +73,8 @@ def test_ganomaly_with_d_adds_outputs_after_the_contract() -> None:
     a, b = score_tiles(full, tiles), score_tiles(plain, tiles)
     for name in SCORE_NAMES:  # adding D changes nothing of the three contract scores
         np.testing.assert_allclose(a[name], b[name], rtol=1e-6)
+    brightness = tiles.reshape(4, -1).mean(1) / 255.0  # residual_rel: residual_max over brightness + floor
+    np.testing.assert_allclose(a["residual_rel"], a["residual_max"] / (brightness + REL_FLOOR), rtol=1e-4)
     lam = full.lam
     np.testing.assert_allclose(a["combined"], lam * a["image_l1"] + (1 - lam) * a["feature_l2"], rtol=1e-5)
     maps = map_tiles(full, tiles)
@@ -164,11 +167,12 @@ def test_export_all_scores_isize64(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from edge_inspect.export.onnx_export import export_onnx
 
+    every = [s for s in ALL_SCORES if s != "latent_l2"]  # the opt-in residual_rel too
     cfg = TrainingConfig(model="skip_ganomaly_pp", isize=64, nc=1, epochs=1, batch_size=4,
-                         decision_score="pixel_max", **TINY)
+                         decision_score="pixel_max", scores=every, **TINY)
     result = train(cfg, _tiles(10, 64, 1), tmp_path / "run")
     manifest = export_onnx(result.checkpoint, tmp_path / "m.onnx")
-    assert manifest["decision_score"] == "pixel_max" and "pixel_max" in manifest["parity_max_abs_diff"]
+    assert manifest["decision_score"] == "pixel_max" and set(manifest["parity_max_abs_diff"]) == set(every)
 
 
 def test_resume_continues_epochs(trained, tmp_path: Path) -> None:

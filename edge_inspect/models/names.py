@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 ModelName = Literal["ganomaly", "skip_ganomaly", "skip_attention", "skip_ganomaly_pp"]
-ScoreName = Literal["latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max"]
+ScoreName = Literal["latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max",
+                    "residual_rel"]
 
 #: model families selectable by ``training.model``
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
@@ -17,3 +18,5 @@ ALL_SCORES: tuple[str, ...] = get_args(ScoreName)
 GANOMALY_SCORES: tuple[str, ...] = ALL_SCORES[:3]
 #: scores that need the discriminator in the graph
 D_SCORES = frozenset({"feature_l1", "feature_l2", "combined", "pixel_max"})
+#: scores exported only when a config's ``scores`` names them (family defaults stay as they were)
+OPT_IN_SCORES = frozenset({"residual_rel"})

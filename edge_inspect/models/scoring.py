@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_inspect.models.blocks import upsample_to
-from edge_inspect.models.names import ALL_SCORES, D_SCORES, GANOMALY_SCORES
+from edge_inspect.models.names import ALL_SCORES, D_SCORES, GANOMALY_SCORES, OPT_IN_SCORES
 
 __all__ = [
     "ALL_SCORES",
@@ -27,11 +27,13 @@ __all__ = [
     "ScoringModel",
     "d_feature_stages",
     "preprocess",
+    "REL_FLOOR",
     "residual_kernel_for",
     "score_tiles",
 ]
 
 SCORE_NAMES = GANOMALY_SCORES  # output order of a GANomaly ScoringModel without D
+REL_FLOOR = 0.05  # residual_rel's brightness floor (about 13 grey): a near-black tile is not divided by ~0
 
 
 def preprocess(tiles: torch.Tensor) -> torch.Tensor:
@@ -62,7 +64,7 @@ def default_scores(has_latent: bool, has_d: bool) -> tuple[str, ...]:
     """GANomaly without D keeps the historical three outputs; with D every score it can make."""
     if not has_d:
         return SCORE_NAMES if has_latent else ("image_l1", "residual_max")
-    return tuple(s for s in ALL_SCORES if has_latent or s != "latent_l2")
+    return tuple(s for s in ALL_SCORES if (has_latent or s != "latent_l2") and s not in OPT_IN_SCORES)
 
 
 class ScoringModel(nn.Module):
@@ -73,6 +75,10 @@ class ScoringModel(nn.Module):
       * ``image_l1``: mean |x - x_hat| over the tile;
       * ``residual_max``: max of the channel-mean |x - x_hat| map after a k x k box filter, a
         localised score so a small defect is not diluted by the whole tile;
+      * ``residual_rel``: ``residual_max`` divided by the tile's mean brightness (0-1) plus
+        REL_FLOOR: a defect's contrast, and so its residual, scales with the wood's brightness,
+        so a knot on dark wood (grey 40) leaves a residual a few times smaller than the same knot
+        on pale wood; relative to the brightness they compare (issue 14's dark-wood misses);
       * ``feature_l1`` / ``feature_l2``: mean |f(x) - f(x_hat)| / mean (f(x) - f(x_hat))^2 of D's
         last features f (the wood study's discriminator residuals; Skip-GANomaly's latent score);
       * ``combined``: lam * image_l1 + (1 - lam) * feature_l2 (Skip-GANomaly's A(x), lam = 0.9;
@@ -203,12 +209,14 @@ class ScoringModel(nn.Module):
         if "latent_l2" in names:
             got["latent_l2"] = (res["z"] - res["z_hat"]).pow(2).flatten(1).mean(1)
         got["image_l1"] = diff.flatten(1).mean(1)
-        if "residual_max" in names:
+        if "residual_max" in names or "residual_rel" in names:
             amap = diff.mean(1, keepdim=True)
             k = self.residual_kernel
             if k > 1:
                 amap = F.avg_pool2d(amap, k, stride=1)
             got["residual_max"] = amap.flatten(1).amax(1)
+            brightness = (x.flatten(1).mean(1) + 1.0) * 0.5
+            got["residual_rel"] = got["residual_max"] / (brightness + REL_FLOOR)
         if "d_stages" in res:
             last = res["d_stages"][-1]
             fdiff = last[:b] - last[b:]
