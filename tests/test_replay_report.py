@@ -13,11 +13,12 @@ from datetime import datetime, timezone
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import DEMO_CAL, DEMO_MODEL, run_cli
 from test_cli import config_file
 
 from edge_inspect.acquisition.ground_truth import compare
-from edge_inspect.decision.calibration_file import Calibration
+from edge_inspect.decision.calibration_file import Calibration, load_calibration
+from edge_inspect.inference.manifest import sha256_file
 from edge_inspect.decision.verdict import Verdict
 from edge_inspect.monitoring.board_view import (
     BoardPicture,
@@ -146,11 +147,12 @@ def test_replay_report_end_to_end(tmp_path, small_scan):
         img = cv2.imdecode(np.frombuffer(base64.b64decode(s.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and img.shape[1] >= 440
     # summary, ground truth per type and size, histogram with the threshold, gallery captions
-    assert f"<b>{len(records)}</b> boards" in page and "sha256 9b1929da3b7d" in page
-    assert "20261123T132707Z" in page and "tile threshold 0.4471" in page
+    shipped = load_calibration(DEMO_CAL)  # the report names the model and calibration it ran with
+    assert f"<b>{len(records)}</b> boards" in page and f"sha256 {sha256_file(DEMO_MODEL)[:12]}" in page
+    assert shipped.version in page and f"tile threshold {shipped.tile_threshold:.4f}" in page
     types = {d["type"] for b in truth["boards"] for d in b["defects"]}
     assert all(f"<td>{t}</td>" in page for t in types)
-    assert "threshold 0.4471</text>" in page
+    assert f"threshold {shipped.tile_threshold:.4f}</text>" in page  # the histogram marks it
     label = f"{small_scan.parent.name}/scan.png"
     for rec in rejected:
         assert f"<b>board {rec['board_id']}</b> &middot; {label} lines {rec['start_line']}-{rec['end_line']}" in page
