@@ -105,3 +105,10 @@ class LogEvery:
             n, self._folded = self._folded, 0
             self._next = now + self.seconds
             return n
+
+    def last(self) -> int:
+        """A final event that always gets its line (the end of a stream): how many events it
+        stands for, those folded since the last line included."""
+        with self._lock:
+            n, self._folded = self._folded + 1, 0
+            return n

@@ -349,7 +349,8 @@ class Pipeline:
                 if strip is _END:
                     t = time.perf_counter()
                     events = self._tiler.flush(self._source_error
-                                               or ("stopped" if self._stopped.is_set() else END_OF_STREAM))
+                                               or ("stopped" if self._stopped.is_set() else END_OF_STREAM),
+                                               stream_end=st.last_line)
                     busy += time.perf_counter() - t
                     busy += self._dispatch(events)
                     break

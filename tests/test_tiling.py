@@ -540,3 +540,18 @@ def test_bad_strips_raise_input_data_error(lines):
 def test_width_below_tile_size_is_rejected():
     with pytest.raises(InputDataError, match="tile size"):
         Tiler(make_cfg(), T - 1, 1)
+
+
+def test_lines_dropped_after_the_last_strip_are_counted_lost_and_cut_the_open_board():
+    """Strips dropped at the end of a stream (the strip queue full under overload) never reach
+    the tiler: the source's last line tells it, so they count as lost and the board in view
+    then is cut and rejected as incomplete, as a gap in mid-stream would."""
+    band = np.full((600, 64, 1), 10, np.uint8)
+    band[100:500] = 200  # a board from line 100 to 500
+    tiler = Tiler(make_cfg(min_board_lines=64), 64, 1)
+    events = [e for s in strips_of(band[:200], 50) for e in tiler.push(s)]
+    events += tiler.flush(stream_end=600)  # lines 200-600 were dropped before tiling
+    (end,) = [e for e in events if isinstance(e, BoardEnded)]
+    assert (end.start_line, end.end_line, end.reason, end.incomplete) == (100, 200, "lines_lost", True)
+    assert tiler.lines_lost == 400
+

@@ -154,13 +154,24 @@ class Tiler:
             self._image_strip(first, n, events)
         return events
 
-    def flush(self, reason: str = END_OF_STREAM) -> list[TilingEvent]:
+    def flush(self, reason: str = END_OF_STREAM, stream_end: int | None = None) -> list[TilingEvent]:
         """End of stream: close an open board; the next push starts afresh. A stream that ran
         out (end of a file) ends as "end_of_stream". Any other reason means the board in flight
         was cut: "stopped" (service shutdown while the material kept coming) or the source's
         error (a corrupt frame file); that board, even a fragment too short to be confirmed, is
-        incomplete with the reason given."""
+        incomplete with the reason given.
+
+        `stream_end`: one past the last line the source delivered. Lines after the last strip
+        tiled never arrived here (strips dropped at the end under overload): they are counted
+        lost like a gap in mid-stream, and the open board is cut ("lines_lost")."""
         events: list[TilingEvent] = []
+        if stream_end is not None and self._expected is not None and stream_end > self._expected:
+            lost = stream_end - self._expected
+            self.lines_lost += lost
+            _log.warning("camera lines lost", lost=lost, expected_line=self._expected, got_line=stream_end,
+                         lines_lost=self.lines_lost, gaps_since_last_line=self._gap_log.last(),
+                         at="end of stream")
+            reason = "lines_lost"
         if not self._frame_mode:
             self._close_open(reason, events)
         self._segmenter.reset(after_gap=True)  # a board in view when the next stream starts is incomplete
