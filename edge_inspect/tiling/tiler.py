@@ -269,8 +269,15 @@ class Tiler:
 
     # -- touching boards: a seam is a jump of the board's lateral extent ---------------------
 
+    def _foreground(self, y0: int, y1: int) -> np.ndarray:
+        """Foreground of lines [y0, y1): a view of the strip's mask when it holds them all."""
+        fg, f0 = self._fg, self._fg_first
+        if fg is not None and f0 <= y0 and y1 <= f0 + fg.shape[0]:
+            return fg[y0 - f0 : y1 - f0]
+        return foreground_mask(self._band.lines(y0, y1), self._level)
+
     def _block_extent(self, y: int) -> tuple[int, int] | None:
-        return board_extent(foreground_mask(self._band.lines(y, y + SEAM_BLOCK), self._level), self._cutter.close_px)
+        return board_extent(self._foreground(y, y + SEAM_BLOCK), self._cutter.close_px)
 
     def _checked_until(self, seg: _Segment) -> int:
         """Lines before this are known to hold no seam: a seam is looked for in a candidate block
@@ -313,7 +320,7 @@ class Tiler:
         the k minimising the sum over lines [0, k) of the votes less the midpoint between an old
         line's expected vote (-old-only columns) and a new line's (+new-only columns). Centring
         matters: uncentred, a board wider than the one before (votes >= 0) put the seam at y0."""
-        fg = foreground_mask(self._band.lines(y0, y0 + 2 * SEAM_BLOCK), self._level)
+        fg = self._foreground(y0, y0 + 2 * SEAM_BLOCK)
         cols = np.arange(self._width)
         in_old = (cols >= old[0]) & (cols < old[1])
         in_new = (cols >= new[0]) & (cols < new[1])
