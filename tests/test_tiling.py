@@ -554,4 +554,9 @@ def test_lines_dropped_after_the_last_strip_are_counted_lost_and_cut_the_open_bo
     (end,) = [e for e in events if isinstance(e, BoardEnded)]
     assert (end.start_line, end.end_line, end.reason, end.incomplete) == (100, 200, "lines_lost", True)
     assert tiler.lines_lost == 400
+    # a stream stopped while material came: the stop says why the board was cut, the lines still count
+    tiler = Tiler(make_cfg(min_board_lines=64), 64, 1)
+    events = [e for s in strips_of(band[:200], 50) for e in tiler.push(s)] + tiler.flush("stopped", stream_end=600)
+    (end,) = [e for e in events if isinstance(e, BoardEnded)]
+    assert (end.reason, end.incomplete, tiler.lines_lost) == ("stopped", True, 400)
 

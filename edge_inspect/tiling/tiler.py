@@ -163,7 +163,8 @@ class Tiler:
 
         `stream_end`: one past the last line the source delivered. Lines after the last strip
         tiled never arrived here (strips dropped at the end under overload): they are counted
-        lost like a gap in mid-stream, and the open board is cut ("lines_lost")."""
+        lost like a gap in mid-stream, and the open board is cut: "lines_lost", or the stop or
+        error that ended the stream."""
         events: list[TilingEvent] = []
         if stream_end is not None and self._expected is not None and stream_end > self._expected:
             lost = stream_end - self._expected
@@ -171,7 +172,8 @@ class Tiler:
             _log.warning("camera lines lost", lost=lost, expected_line=self._expected, got_line=stream_end,
                          lines_lost=self.lines_lost, gaps_since_last_line=self._gap_log.last(),
                          at="end of stream")
-            reason = "lines_lost"
+            if reason == END_OF_STREAM:  # a stop or a source error already says why it was cut
+                reason = "lines_lost"
         if not self._frame_mode:
             self._close_open(reason, events)
         self._segmenter.reset(after_gap=True)  # a board in view when the next stream starts is incomplete
