@@ -161,3 +161,32 @@ def test_seam_found_only_when_the_board_ends_leaves_the_segmenter_in_step():
         assert len(ends) == 4, (size, ends)
         assert ends[0][2] == "seam" and abs(ends[0][1] - 700) <= 3 and ends[1][0] == ends[0][1]
         assert [e[1:] for e in ends[1:]] == [(820, "gap"), (1400, "gap"), (1900, "gap")], (size, ends)
+
+
+def test_a_dark_end_knot_or_a_short_butted_piece_is_merged_not_split_off():
+    """A dark knot across part of a board's first or last lines moves its lateral extent like a
+    seam would; a piece shorter than min_board_lines on either side of such a change is no board
+    of its own, so it stays with the board it touches (one record, no fragment), while two
+    butted boards both long enough are still split (a regression: hard synthetic boards with an
+    end knot were recorded as a 33-line fragment plus the rest)."""
+    def knotted(y0: int, y1: int) -> np.ndarray:
+        band = scene(1000, 200, [(100, 700, 20, 180, 0.0)])
+        band[y0:y1, 20:80] = 10  # darker than the conveyor level: not board
+        return band
+
+    short_first = scene(1000, 200, [(100, 220, 50, 150, 0.0), (220, 800, 20, 180, 0.0)], seed=2)
+    short_last = scene(1000, 200, [(100, 680, 20, 180, 0.0), (680, 800, 50, 150, 0.0)], seed=3)
+    cases = [(knotted(100, 230), (100, 700)), (knotted(570, 700), (100, 700)), (short_first, (100, 800)),
+             (short_last, (100, 800))]
+    for band, want in cases:
+        for size in (7, 64, 500, 1000):
+            run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05, min_board_lines=150), 200, 1),
+                       strips_of(band, size))
+            ends = [(b.start_line, b.end_line, b.reason) for b in run.boards()]
+            assert ends == [(*want, "gap")], (want, size, ends)
+    both_long = scene(1000, 200, [(100, 400, 20, 180, 0.0), (400, 800, 50, 150, 0.0)], seed=4)
+    for size in (7, 64, 1000):
+        run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05, min_board_lines=150), 200, 1),
+                   strips_of(both_long, size))
+        ends = [(b.start_line, b.end_line, b.reason) for b in run.boards()]
+        assert len(ends) == 2 and ends[0][2] == "seam" and abs(ends[0][1] - 400) <= 3, (size, ends)

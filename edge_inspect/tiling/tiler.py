@@ -56,6 +56,7 @@ class _Segment:
     tiles: BoardTiles | None = field(default=None)
     extents: list[tuple[int, int]] = field(default_factory=list)  # board extent per seam block
     ref: tuple[int, int] | None = None  # the board's established extent
+    seam: int | None = None  # a seam found, waiting until the piece after it is a board of its own
 
 
 SEAM_BLOCK = 32     # lines per lateral-extent measurement for seams
@@ -305,9 +306,9 @@ class Tiler:
             elif self._plausible(seg.ref, cand) and not any(_jump(cand, a) for a in after):
                 y0 = y - SEAM_CONFIRM * SEAM_BLOCK - SEAM_BLOCK  # the block before the candidate
                 line = self._seam_line(y0, seg.ref, cand)
-                if line >= seg.start + SEAM_BLOCK:
+                if line - seg.start >= self._min_board:
                     return line
-                seg.ref = cand  # a change at the very start: the board is what follows
+                seg.ref = cand  # the piece before is no board of its own (an end knot, a short end): one board
         return None
 
     def _plausible(self, old: tuple[int, int], new: tuple[int, int]) -> bool:
@@ -332,19 +333,29 @@ class Tiler:
         before = np.cumsum(vote - mid)[:-1]  # centred votes of lines [0, k) for k = 1 .. 2 blocks - 1
         return y0 + 1 + int(np.argmin(before))
 
-    def _split_seams(self, seg: _Segment, upto: int, events: list[TilingEvent], live: bool = True) -> _Segment:
-        """End the board at every seam found before `upto` and go on with the next one. `live`:
-        `seg` is the segmenter's open segment, which then restarts at the seam too; otherwise the
-        segmenter has already ended it (and may have begun another), so only the tiler's side
-        follows the seam."""
-        while (line := self._seam_in(seg, upto)) is not None:
-            self._end_board(seg, line, "seam" if line - seg.start >= self._min_board else "fragment", events,
-                            check_seams=False)
+    def _split_seams(self, seg: _Segment, upto: int, events: list[TilingEvent], end: int | None = None) -> _Segment:
+        """End the board at every seam found before `upto` and go on with the next one. Pieces
+        shorter than min_board_lines on either side of a seam are merged into the board they
+        touch, never split off: the one before by `_seam_in`, the one after by waiting until
+        min_board_lines follow the seam (`end` None: `seg` is the segmenter's open segment, which
+        then restarts at the seam too) or by the board's known `end` (the segmenter has ended it
+        and may have begun another, so only the tiler's side follows the seam)."""
+        while True:
+            if seg.seam is None:
+                seg.seam = self._seam_in(seg, upto)
+            line = seg.seam
+            if line is None:
+                return seg
+            if (upto if end is None else end) - line < self._min_board:
+                if end is not None:  # the board ends too soon after it: an end knot, a short end piece
+                    seg.seam = None
+                return seg
+            self._end_board(seg, line, "seam", events, check_seams=False)
+            live = end is None
             restart = self._segmenter.restart_at(line) if live else [SegEvent(START, line), SegEvent(CONFIRM, line)]
             for ev in restart:
                 self._apply(ev, events)
             seg = self._seg
-        return seg
 
     def _end_board(self, seg: _Segment, end: int, reason: str, events: list[TilingEvent],
                    check_seams: bool = True) -> None:
@@ -352,7 +363,7 @@ class Tiler:
         if tiles is None:
             raise RuntimeError("board ended before it was confirmed")
         if check_seams:  # touching boards ending together: split them before the last rows are cut
-            rest = self._split_seams(seg, end, events, live=False)
+            rest = self._split_seams(seg, end, events, end=end)
             if rest is not seg:
                 self._end_board(rest, end, reason, events)
                 return
