@@ -62,6 +62,10 @@ class TrainingConfig(BaseModel):
     residual_kernel: int | None = Field(
         None, ge=1, description="box filter of the residual_max score; None = 16 px scaled to isize"
     )
+    brightness_norm: float | None = Field(
+        None, gt=0, le=1, description="scale every tile to this mean brightness (0-1) before the model, in "
+        "training and in the exported graph, so dark wood is judged at pale wood's contrast; None = off"
+    )
     epochs: int = Field(15, ge=1, le=100000)
     batch_size: int = Field(32, ge=2, le=4096, description="BatchNorm needs at least 2")
     lr: float = Field(2e-4, gt=0, le=1)

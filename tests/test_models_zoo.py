@@ -82,6 +82,41 @@ def test_ganomaly_with_d_adds_outputs_after_the_contract() -> None:
     np.testing.assert_allclose(maps.reshape(4, -1).max(1), a["pixel_max"], rtol=1e-5)
 
 
+def test_brightness_norm_judges_dark_wood_at_pale_contrast(tmp_path: Path) -> None:
+    """A dark tile and the same tile 4x brighter (exactly, no clipping) are one input to a model
+    with brightness_norm, in torch and in the exported ONNX graph; without it they differ."""
+    ort = pytest.importorskip("onnxruntime")
+    from edge_inspect.export.onnx_export import export_onnx
+    from edge_inspect.models.scoring import preprocess
+
+    rng = np.random.default_rng(5)
+    dark = rng.integers(10, 60, size=(3, 32, 32, 3)).astype(np.uint8)  # grey 10-60: dark wood
+    pale = dark * 4                                                     # 40-240
+    d, p = torch.from_numpy(dark), torch.from_numpy(pale)
+    torch.testing.assert_close(preprocess(d, 0.5), preprocess(p, 0.5), rtol=0, atol=1e-5)
+    assert float((preprocess(d) - preprocess(p)).abs().max()) > 0.5
+    mean = float(((preprocess(d, 0.5) + 1) * 127.5).mean())
+    assert mean == pytest.approx(0.5 * 255, rel=1e-4)
+    black = torch.zeros(1, 32, 32, 3, dtype=torch.uint8)  # a black tile is not divided by 0
+    assert bool(torch.isfinite(preprocess(black, 0.5)).all())
+
+    cfg = TrainingConfig(isize=32, nc=3, epochs=1, batch_size=4, brightness_norm=0.5, **TINY)
+    result = train(cfg, np.concatenate([dark, pale, _tiles(6, 32, 3)]), tmp_path / "run")
+    model, cfg2 = load_checkpoint(result.checkpoint)
+    assert cfg2.brightness_norm == 0.5 and model.brightness == 0.5
+    a, b = score_tiles(model, dark), score_tiles(model, pale)
+    for name in model.score_names:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-4)
+    export_onnx(result.checkpoint, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got_dark, got_pale = sess.run(None, {"tiles": dark}), sess.run(None, {"tiles": pale})
+    for i, name in enumerate(model.score_names):
+        np.testing.assert_allclose(got_dark[i], a[name], rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(got_pale[i], got_dark[i], rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError):
+        TrainingConfig(brightness_norm=0)
+
+
 def test_config_rules() -> None:
     with pytest.raises(ValueError, match="latent_l2"):
         TrainingConfig(model="skip_ganomaly", scores=["latent_l2", "image_l1"])

@@ -38,7 +38,7 @@ from edge_inspect.evaluation.plots import write_plots
 from edge_inspect.evaluation.report import EvalReport
 from edge_inspect.evaluation.testset import list_test_images, read_mask
 from edge_inspect.models.checkpoint import load_checkpoint
-from edge_inspect.models.scoring import ScoringModel, map_tiles, preprocess
+from edge_inspect.models.scoring import ScoringModel, map_tiles
 from edge_inspect.progress import Progress
 
 __all__ = ["PIXEL_BUDGET", "WORST_CASES", "EvalReport", "evaluate", "image_view", "validation_thresholds"]
@@ -142,7 +142,7 @@ class _Scorer:
                 if self.map_score == "pixel_max":
                     maps.append(map_tiles(self.model, chunk, self.batch_size))
                 else:
-                    maps.append(self._residual_map(preprocess(batch)).float().cpu().numpy())
+                    maps.append(self._residual_map(self.model.prepare(batch)).float().cpu().numpy())
         finally:
             handle.remove()
             self._x_hat = None

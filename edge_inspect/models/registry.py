@@ -57,5 +57,5 @@ def build_scoring(
         vgg = load_vgg19_features(Path(path))
     return ScoringModel(
         netg, cfg.residual_kernel, netd=netd if cfg.needs_discriminator() else None,
-        scores=cfg.score_names(), lam=cfg.score_lambda, vgg=vgg,
+        scores=cfg.score_names(), lam=cfg.score_lambda, vgg=vgg, brightness=cfg.brightness_norm,
     )

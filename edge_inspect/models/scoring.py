@@ -36,9 +36,21 @@ SCORE_NAMES = GANOMALY_SCORES  # output order of a GANomaly ScoringModel without
 REL_FLOOR = 0.05  # residual_rel's brightness floor (about 13 grey): a near-black tile is not divided by ~0
 
 
-def preprocess(tiles: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, T, T, C] -> float32 NCHW in [-1, 1], the decoder's Tanh range (shared with training)."""
-    return tiles.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 127.5) - 1.0
+def preprocess(tiles: torch.Tensor, brightness: float | None = None) -> torch.Tensor:
+    """uint8 [B, T, T, C] -> float32 NCHW in [-1, 1], the decoder's Tanh range (shared with training).
+
+    With ``brightness`` (0-1), each tile is first scaled so its mean is that brightness (gain at
+    most brightness / REL_FLOOR, clipped at white): a defect's contrast scales with the wood's
+    brightness, so on dark wood (grey 35-45) a crack or knot leaves a residual within pale wood's
+    grain noise and the L1 loss hardly weighs dark tiles. Normalised, every wood shade (and
+    every part of an unevenly lit width) reaches the model, its loss and the scores at the same
+    contrast.
+    """
+    x = tiles.permute(0, 3, 1, 2).to(torch.float32)
+    if brightness is not None:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True).clamp_min(REL_FLOOR * 255.0)
+        x = (x * (brightness * 255.0 / mean)).clamp(0.0, 255.0)
+    return x * (1.0 / 127.5) - 1.0
 
 
 def residual_kernel_for(tile: int) -> int:
@@ -88,6 +100,9 @@ class ScoringModel(nn.Module):
         |x - x_hat|, F the mean over feature stages (D's, or VGG19's when given) of the
         channel-mean |f(x) - f(x_hat)| upsampled bilinearly to the tile.
 
+    ``brightness`` (training's ``brightness_norm``): tiles are scaled to that mean brightness
+    before anything else (see ``preprocess``); None keeps them as the camera saw them.
+
     ``half=True`` runs the networks in FP16 (for an FP16 export); input stays uint8 and the
     residuals and scores are computed in FP32.
 
@@ -107,6 +122,7 @@ class ScoringModel(nn.Module):
         scores: Sequence[str] | None = None,
         lam: float = 0.9,
         vgg: nn.Module | None = None,
+        brightness: float | None = None,
     ) -> None:
         super().__init__()
         self.netg = netg
@@ -121,6 +137,9 @@ class ScoringModel(nn.Module):
         self.netd = netd
         self.vgg = vgg
         self.lam = float(lam)
+        if brightness is not None and not 0.0 < brightness <= 1.0:
+            raise ValueError(f"brightness must be in (0, 1], got {brightness}")
+        self.brightness = brightness
         names = tuple(scores) if scores else default_scores(self.has_latent, netd is not None)
         unknown = [s for s in names if s not in ALL_SCORES]
         if unknown or len(set(names)) != len(names) or not names:
@@ -142,7 +161,8 @@ class ScoringModel(nn.Module):
         """An FP16 copy (networks in half, scores in FP32, the same normalisation): what the FP16
         export and the torch backend on CUDA run."""
         m = ScoringModel(copy.deepcopy(self.netg), self.residual_kernel, half=True, netd=copy.deepcopy(self.netd),
-                         scores=self.score_names, lam=self.lam, vgg=copy.deepcopy(self.vgg))
+                         scores=self.score_names, lam=self.lam, vgg=copy.deepcopy(self.vgg),
+                         brightness=self.brightness)
         m.set_normalization(self.normalization())
         return m.train(self.training)
 
@@ -198,8 +218,12 @@ class ScoringModel(nn.Module):
         s = self.lam * self._feature_map(res, x.shape[0]) + (1.0 - self.lam) * r
         return s[:, 0]
 
+    def prepare(self, tiles: torch.Tensor) -> torch.Tensor:
+        """This model's preprocessing of uint8 tiles (its brightness normalisation included)."""
+        return preprocess(tiles, self.brightness)
+
     def forward(self, tiles: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = preprocess(tiles)
+        x = self.prepare(tiles)
         names = self.score_names
         res = self._run(x, need_stages=bool(D_SCORES & set(names)))
         x_hat = res["x_hat"]
@@ -258,7 +282,7 @@ def map_tiles(model: ScoringModel, tiles: np.ndarray, batch_size: int = 32) -> n
     try:
         for start in range(0, len(tiles), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(tiles[start : start + batch_size])).to(device)
-            out.append(model.anomaly_map(preprocess(batch)).float().cpu().numpy())
+            out.append(model.anomaly_map(model.prepare(batch)).float().cpu().numpy())
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, model.tile, model.tile), np.float32)

@@ -309,7 +309,7 @@ class _Run:
 
     def _batch(self, rng: np.random.Generator, gen: torch.Generator, bs: int, device: torch.device) -> torch.Tensor:
         cfg = self.cfg
-        x = preprocess(torch.from_numpy(self.train_set.sample(rng, bs)).to(device))
+        x = preprocess(torch.from_numpy(self.train_set.sample(rng, bs)).to(device), cfg.brightness_norm)
         if cfg.flip:
             x = flip(x, gen)
         if cfg.brightness_jitter or cfg.contrast_jitter:
