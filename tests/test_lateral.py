@@ -59,6 +59,24 @@ def test_dark_knot_near_an_edge_does_not_cut_the_board():
     assert min(m.x for m, _ in tiles_of(run)) == 50  # every row starts at the board's edge
 
 
+def test_a_dark_knot_wider_than_edge_close_inside_a_board_does_not_cut_it():
+    """A 70-px dark knot (dark wood's knots fall under the foreground level) splits the board's
+    columns in two wide runs: the board still spans both, so no seam is seen, the tile rows over
+    the knot still start at the board's edge and the knot is scored, not filled (a regression:
+    the widest run alone was the board); a speck on the conveyor is still not board."""
+    band = scene(600, 300, [(50, 550, 60, 280, 0.0)])
+    band[200:320, 120:190] = 12
+    band[200:320, 5:15] = 200  # a bright speck on the conveyor, 10 px wide, 45 px from the board
+    assert board_extent(foreground_mask(band[200:232], 40), close_px=32) == (60, 280)
+    for size in (7, 64, 600):
+        run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05, min_board_lines=150), 300, 1),
+                   strips_of(band, size))
+        assert [(b.start_line, b.end_line, b.reason) for b in run.boards()] == [(50, 550, "gap")]
+        over_knot = [(m, px) for m, px in tiles_of(run) if 200 < 50 + m.y + T and 50 + m.y < 320]
+        assert over_knot and min(m.x for m, _ in over_knot) == 60
+        assert min(int(px.min()) for _, px in over_knot) == 12  # the knot reaches the model
+
+
 def test_board_narrower_than_a_tile_gets_one_centred_tile_of_its_own_wood():
     band = scene(300, 120, [(50, 250, 60, 80, 0.0)])  # 20 px wide
     run = feed(Tiler(make_cfg(foreground_level=40, enter_fraction=0.1, exit_fraction=0.05), 120, 1),

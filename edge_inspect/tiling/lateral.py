@@ -7,7 +7,9 @@ every tile row gets the board's extent [x0, x1) over its T lines, measured robus
 * a column is board when at least half of the row's lines are foreground there (a board skewed
   a little still counts where it is most of the time);
 * gaps up to `close_px` wide inside that run are closed (dark knots or stains near an edge do
-  not cut the board), and the widest run is the board (specks on the conveyor are not).
+  not cut the board); the board reaches from the first to the last run at least `close_px` wide
+  (wood on both sides of a wider dark knot is one board), or is the widest run when none is that
+  wide; specks on the conveyor, narrower than `close_px`, are not board.
 
 Tiles are then laid from x0 at the stride, the last one aligned to x1 (`grid_positions`). What a
 tile still holds of the conveyor is filled, in a copy of that tile (the band stays as the camera
@@ -47,8 +49,11 @@ def board_extent(fg: np.ndarray, close_px: int) -> tuple[int, int] | None:
     g_start = starts[keep]
     g_stop = np.zeros(len(g_start), np.int64)
     np.maximum.at(g_stop, group, stops)
-    i = int(np.argmax(g_stop - g_start))
-    return int(g_start[i]), int(g_stop[i])
+    wide = g_stop - g_start >= close_px
+    if not wide.any():
+        i = int(np.argmax(g_stop - g_start))
+        return int(g_start[i]), int(g_stop[i])
+    return int(g_start[wide][0]), int(g_stop[wide][-1])
 
 
 def fill_beside_board(block: np.ndarray, fg: np.ndarray, x0: int, x1: int, lo: int, hi: int,
