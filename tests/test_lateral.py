@@ -208,3 +208,21 @@ def test_a_dark_end_knot_or_a_short_butted_piece_is_merged_not_split_off():
                    strips_of(both_long, size))
         ends = [(b.start_line, b.end_line, b.reason) for b in run.boards()]
         assert len(ends) == 2 and ends[0][2] == "seam" and abs(ends[0][1] - 400) <= 3, (size, ends)
+
+
+def test_seam_stays_on_its_line_when_the_old_board_fades_under_the_level():
+    """Dark wood whose last lines fall partly under the foreground level (its darker side, its
+    shaded end) must not pull the seam early: the votes are centred on what the two boards'
+    lines really show (a regression: the seam was put a few lines early, and the next board's
+    record then overlapped this one)."""
+    band = scene(1500, 200, [(100, 700, 20, 180, 0.0), (700, 1300, 50, 150, 0.0)], seed=5)
+    rng = np.random.default_rng(6)
+    for y in range(100, 700):  # its darker side: a third of the columns only it has under the level,
+        share = 0.35 + 0.25 * max(0, y - 690) / 10  # and more in its last 10 lines
+        for lo, hi in ((20, 50), (150, 180)):
+            dark = rng.random(hi - lo) < share
+            band[y, lo:hi][dark] = 20
+    for size in (7, 64, 500):
+        run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05), 200, 1), strips_of(band, size))
+        ends = [(b.start_line, b.end_line, b.reason) for b in run.boards()]
+        assert len(ends) == 2 and ends[0][2] == "seam" and abs(ends[0][1] - 700) <= 1, (size, ends)

@@ -321,15 +321,17 @@ class Tiler:
         board changes: each line votes with its foreground in the columns only the new extent has
         minus that in the columns only the old has; the seam is the step that best fits the votes:
         the k minimising the sum over lines [0, k) of the votes less the midpoint between an old
-        line's expected vote (-old-only columns) and a new line's (+new-only columns). Centring
-        matters: uncentred, a board wider than the one before (votes >= 0) put the seam at y0."""
+        line's vote and a new line's, each the median of its block (most lines of the first are
+        old, of the second new). Centring matters: uncentred, a board wider than the one before
+        (votes >= 0) put the seam at y0; centred on the full column counts, dark wood partly under
+        the foreground level (its darker side, its fading end) put it a few lines early."""
         fg = self._foreground(y0, y0 + 2 * SEAM_BLOCK)
         cols = np.arange(self._width)
         in_old = (cols >= old[0]) & (cols < old[1])
         in_new = (cols >= new[0]) & (cols < new[1])
         new_only, old_only = in_new & ~in_old, in_old & ~in_new
         vote = fg[:, new_only].sum(1).astype(np.float64) - fg[:, old_only].sum(1)
-        mid = (np.count_nonzero(new_only) - np.count_nonzero(old_only)) / 2
+        mid = (np.median(vote[:SEAM_BLOCK]) + np.median(vote[SEAM_BLOCK:])) / 2
         before = np.cumsum(vote - mid)[:-1]  # centred votes of lines [0, k) for k = 1 .. 2 blocks - 1
         return y0 + 1 + int(np.argmin(before))
 
