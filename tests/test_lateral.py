@@ -226,3 +226,29 @@ def test_seam_stays_on_its_line_when_the_old_board_fades_under_the_level():
         run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05), 200, 1), strips_of(band, size))
         ends = [(b.start_line, b.end_line, b.reason) for b in run.boards()]
         assert len(ends) == 2 and ends[0][2] == "seam" and abs(ends[0][1] - 700) <= 1, (size, ends)
+
+
+def test_butted_boards_in_a_row_every_tile_inside_its_own_board():
+    """Continuous material: many butted boards of changing widths, each seam anywhere in its
+    32-line block (also in the block before the one that shows the change). No tile row is cut
+    past a seam waiting for min_board_lines to follow it (a regression: a row crossed such a
+    seam, then read lines the band no longer held and the service's tiling stage failed)."""
+    rng = np.random.default_rng(11)
+    boards, y = [], 50
+    for k in range(14):
+        n = int(rng.integers(200, 420))
+        x0, x1 = (20, 180) if k % 2 == 0 else (int(rng.integers(45, 70)), int(rng.integers(130, 155)))
+        boards.append((y, y + n, x0, x1, 0.0))
+        y += n
+    band = scene(y + 100, 200, boards, seed=12)
+    for size in (7, 64, 100):
+        run = feed(Tiler(make_cfg(foreground_level=40, exit_fraction=0.05, min_board_lines=150,
+                                  max_board_lines=100000, stride=16), 200, 1), strips_of(band, size))
+        ends = [(b.start_line, b.end_line) for b in run.boards()]
+        assert len(ends) == len(boards), (size, ends)
+        assert all(abs(e[1] - b[1]) <= 3 for e, b in zip(ends, boards)), (size, ends)
+        by_id = {b.board_id: b for b in run.boards()}
+        for m, px in tiles_of(run):
+            b = by_id[m.board_id]
+            assert b.start_line + m.y + T <= b.end_line, (size, m, b)
+            assert px.min() > 40

@@ -284,8 +284,10 @@ class Tiler:
 
     def _checked_until(self, seg: _Segment) -> int:
         """Lines before this are known to hold no seam: a seam is looked for in a candidate block
-        and the one before it once SEAM_CONFIRM more blocks are in."""
-        return seg.start + max(len(seg.extents) - 1 - SEAM_CONFIRM, 0) * SEAM_BLOCK
+        and the one before it once SEAM_CONFIRM more blocks are in; a seam found and waiting
+        (`seg.seam`) may lie in the block before the candidate, and rows must not cross it."""
+        until = seg.start + max(len(seg.extents) - 1 - SEAM_CONFIRM, 0) * SEAM_BLOCK
+        return until if seg.seam is None else min(until, seg.seam)
 
     def _seam_in(self, seg: _Segment, upto: int) -> int | None:
         """Measure the seam blocks of `seg` complete before `upto`; the line where the board's
@@ -432,8 +434,7 @@ class Tiler:
             return self._band.end_line
         if seg.tiles is None:
             return seg.start
-        seam_check = seg.start + max(len(seg.extents) - 1 - SEAM_CONFIRM, 0) * SEAM_BLOCK  # the next search reads these
-        return min(seg.acc, seg.start + seg.tiles.keep_from_y, seam_check)
+        return min(seg.acc, seg.start + seg.tiles.keep_from_y, self._checked_until(seg))  # the next search reads these
 
     def _trim_times(self) -> None:
         """Keep strip timestamps back to the line before the band's first line (a board's end
