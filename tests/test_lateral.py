@@ -252,3 +252,23 @@ def test_butted_boards_in_a_row_every_tile_inside_its_own_board():
             b = by_id[m.board_id]
             assert b.start_line + m.y + T <= b.end_line, (size, m, b)
             assert px.min() > 40
+
+
+def test_butted_boards_of_the_same_width_but_another_shade_are_split():
+    """Same extent, no gap: a board of grey 180 butted to one of grey 120 is two records, split
+    where the shade steps; a line's shade is its median across the board, so a pale stain over
+    less than half the width (its line means 18 % brighter) is one board, as is a board whose
+    shade changes by 16 %."""
+    band = scene(1500, 200, [(100, 700, 20, 180, 0.0), (700, 1300, 20, 180, 0.0)], seed=7)
+    band[700:1300, 20:180] = (band[700:1300, 20:180].astype(np.float32) * (120 / 180)).astype(np.uint8)
+    stained = scene(1500, 200, [(100, 1300, 20, 180, 0.0)], seed=8)
+    stained[400:600, 40:110] = 255  # 70 of 160 columns far brighter for 200 lines: mean +18 %
+    shaded = scene(1500, 200, [(100, 1300, 20, 180, 0.0)], seed=9)
+    shaded[700:1300, 20:180] = (shaded[700:1300, 20:180].astype(np.float32) * 0.84).astype(np.uint8)
+    for size in (7, 64, 500):
+        cfg = make_cfg(foreground_level=40, exit_fraction=0.05, min_board_lines=150, max_board_lines=100000)
+        ends = [(b.start_line, b.end_line, b.reason) for b in feed(Tiler(cfg, 200, 1), strips_of(band, size)).boards()]
+        assert len(ends) == 2 and ends[0][2] == "seam" and abs(ends[0][1] - 700) <= 1, (size, ends)
+        for one in (stained, shaded):
+            ends = [(b.start_line, b.end_line, b.reason) for b in feed(Tiler(cfg, 200, 1), strips_of(one, size)).boards()]
+            assert ends == [(100, 1300, "gap")], (size, ends)
