@@ -65,7 +65,7 @@ SEAM_BLOCK = 32     # lines per lateral-extent measurement for seams
 SEAM_JUMP_PX = 24   # an edge moving this far between two blocks is another board (skew moves < 1 px)
 SEAM_CONFIRM = 2    # ...if the new extent holds for this many more blocks
 SHADE_JUMP = 0.25   # or the wood's shade changes by more than this ratio
-SHADE_STEP = 4      # columns sampled for a line's shade
+SHADE_SAMPLES = 256  # columns sampled across the board for its shade
 
 
 def _jump(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -306,14 +306,16 @@ class Tiler:
         until = seg.start + max(len(seg.extents) - 1 - SEAM_CONFIRM, 0) * SEAM_BLOCK
         return until if seg.seam is None else min(until, seg.seam)
 
-    def _line_shades(self, y0: int, y1: int, extent: tuple[int, int]) -> np.ndarray:
-        """Each line's median grey across the board (every SHADE_STEP-th column): a knot or a
-        stain over less than half the board's width leaves it where the wood is."""
-        lines = self._band.lines(y0, y1)[:, extent[0]:extent[1]:SHADE_STEP]
-        return np.median(lines.reshape(y1 - y0, -1), axis=1)
+    def _shade_sample(self, y0: int, y1: int, extent: tuple[int, int], line_step: int = 1) -> np.ndarray:
+        """Pixels of lines [y0, y1) across the board, about SHADE_SAMPLES columns of each."""
+        step = max(1, (extent[1] - extent[0]) // SHADE_SAMPLES)
+        lines = self._band.lines(y0, y1)[::line_step, extent[0]:extent[1]:step]
+        return lines.reshape(lines.shape[0], -1)
 
     def _block_shade(self, y: int, extent: tuple[int, int]) -> float:
-        return float(np.median(self._line_shades(y, y + SEAM_BLOCK, extent)))
+        """A seam block's median grey across the board (every 4th line): a knot or a stain over
+        less than half the board leaves it where the wood is."""
+        return float(np.median(self._shade_sample(y, y + SEAM_BLOCK, extent, 4)))
 
     def _seam_in(self, seg: _Segment, upto: int) -> int | None:
         """Measure the seam blocks of `seg` complete before `upto`; the line where the board
@@ -322,7 +324,7 @@ class Tiler:
         an extent jumping by more than SEAM_JUMP_PX to one a board could have (a block that is no
         plausible board, a sliver beside a dark stain, changes nothing), or, at the same extent,
         the shade changing by more than SHADE_JUMP (butted boards of the same width but of
-        different wood; `_line_shades`: within one board, the shade of three blocks against the
+        different wood; `_block_shade`: within one board, the shade of three blocks against the
         one before changed by at most 0.22 over 430 synthetic boards, knots and stains
         included, 0.09 at the 99th percentile)."""
         while seg.start + (len(seg.extents) + 1) * SEAM_BLOCK <= upto:
@@ -358,7 +360,7 @@ class Tiler:
 
     def _shade_line(self, y0: int, old: float, new: float, extent: tuple[int, int]) -> int:
         """Where in [y0, y0 + 2 blocks) the wood's shade steps from `old` to `new`."""
-        shades = self._line_shades(y0, y0 + 2 * SEAM_BLOCK, extent)
+        shades = np.median(self._shade_sample(y0, y0 + 2 * SEAM_BLOCK, extent), axis=1)  # per line
         return _step_at(shades if new > old else -shades, y0)
 
     def _plausible(self, old: tuple[int, int], new: tuple[int, int]) -> bool:
