@@ -55,7 +55,7 @@ class _Segment:
     board_id: int = -1
     tiles: BoardTiles | None = field(default=None)
     extents: list[tuple[int, int]] = field(default_factory=list)  # board extent per seam block
-    shades: list[float] = field(default_factory=list)  # median line-mean grey over it, per seam block
+    shades: list[float] = field(default_factory=list)  # the wood's median grey, per seam block
     ref: tuple[int, int] | None = None  # the board's established extent
     ref_shade: float = 0.0              # ...and shade
     seam: int | None = None  # a seam found, waiting until the piece after it is a board of its own
@@ -324,9 +324,9 @@ class Tiler:
         an extent jumping by more than SEAM_JUMP_PX to one a board could have (a block that is no
         plausible board, a sliver beside a dark stain, changes nothing), or, at the same extent,
         the shade changing by more than SHADE_JUMP (butted boards of the same width but of
-        different wood; `_block_shade`: within one board, the shade of three blocks against the
-        one before changed by at most 0.22 over 430 synthetic boards, knots and stains
-        included, 0.09 at the 99th percentile)."""
+        different wood: within one board, the median of three blocks' shades (each the median
+        of its lines' medians) against the block before changed by at most 0.22 over 430
+        synthetic boards, knots and stains included, 0.09 at the 99th percentile)."""
         while seg.start + (len(seg.extents) + 1) * SEAM_BLOCK <= upto:
             y = seg.start + len(seg.extents) * SEAM_BLOCK
             extent = self._block_extent(y) or (0, self._width)
@@ -401,8 +401,7 @@ class Tiler:
                     seg.seam = None
                 return seg
             self._end_board(seg, line, "seam", events, check_seams=False)
-            live = end is None
-            restart = self._segmenter.restart_at(line) if live else [SegEvent(START, line), SegEvent(CONFIRM, line)]
+            restart = self._segmenter.restart_at(line) if end is None else [SegEvent(START, line), SegEvent(CONFIRM, line)]
             for ev in restart:
                 self._apply(ev, events)
             seg = self._seg
