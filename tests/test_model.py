@@ -128,6 +128,37 @@ def test_residual_rel_scores_a_knot_alike_on_dark_and_pale_wood() -> None:
     assert abs(s["residual_rel"][0] / s["residual_rel"][1] - 1) < 0.25, s["residual_rel"]
 
 
+class _PlainColourWood(_PlainWood):
+    """_PlainWood in colour: every tile reconstructed as flat wood of its per-channel median."""
+
+    nc = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).median(2).values[:, :, None, None].expand_as(x)
+
+
+def test_colour_max_sees_a_white_mark_that_grain_of_the_same_strength_does_not_trip() -> None:
+    """Brown wood with a dark grain streak (the wood's own colour, 40 % darker) and with a white
+    chalk stroke of about the same brightness residual: residual_max scores them alike, colour_max
+    only the chalk (grain and lighting move along the wood's colour, chalk turns it grey); the
+    composite residual_colour is the larger of the normalised two."""
+    from edge_inspect.models.scoring import ScoringModel
+
+    model = ScoringModel(_PlainColourWood(), residual_kernel=4,
+                         scores=("image_l1", "residual_max", "colour_max", "residual_colour")).eval()
+    wood = np.array([200, 170, 130], np.float32)
+    tiles = np.broadcast_to(wood, (2, 64, 64, 3)).astype(np.uint8)
+    tiles[0, 20:28, 10:50] = (0.6 * wood).astype(np.uint8)
+    tiles[1, 20:28, 10:50] = (240, 240, 235)
+    s = score_tiles(model, tiles)
+    assert abs(s["residual_max"][1] / s["residual_max"][0] - 1) < 0.25, s["residual_max"]
+    assert s["colour_max"][1] > 10 * s["colour_max"][0], s["colour_max"]
+    model.set_normalization({"residual_max": (0.0, 2.0), "colour_max": (0.0, 0.5)})
+    t = score_tiles(model, tiles)
+    np.testing.assert_allclose(t["residual_colour"], np.maximum(s["residual_max"] / 2.0, s["colour_max"] / 0.5),
+                               rtol=1e-5)
+
+
 def test_training_reduces_contextual_loss(trained, tmp_path: Path) -> None:
     cfg, result = trained
     assert result.epochs_run == 4 and result.stopped_early is None

@@ -63,13 +63,13 @@ def test_forward_shapes_and_scores(model: str, isize: int, nc: int) -> None:
 
 
 def test_ganomaly_with_d_adds_outputs_after_the_contract() -> None:
-    cfg = TrainingConfig(isize=32, nc=1, scores=ALL_SCORES, **TINY)
+    cfg = TrainingConfig(isize=32, nc=3, scores=ALL_SCORES, **TINY)
     assert cfg.needs_discriminator()
     netg, netd = build_nets(cfg)
     full = build_scoring_model(cfg, netg, netd).eval()
     plain = ScoringModel(netg).eval()
     assert plain.score_names == SCORE_NAMES and full.score_names[:3] == SCORE_NAMES
-    tiles = _tiles(4, 32, 1)
+    tiles = _tiles(4, 32, 3)
     a, b = score_tiles(full, tiles), score_tiles(plain, tiles)
     for name in SCORE_NAMES:  # adding D changes nothing of the three contract scores
         np.testing.assert_allclose(a[name], b[name], rtol=1e-6)
@@ -77,6 +77,7 @@ def test_ganomaly_with_d_adds_outputs_after_the_contract() -> None:
     np.testing.assert_allclose(a["residual_rel"], a["residual_max"] / (brightness + REL_FLOOR), rtol=1e-4)
     lam = full.lam
     np.testing.assert_allclose(a["combined"], lam * a["image_l1"] + (1 - lam) * a["feature_l2"], rtol=1e-5)
+    np.testing.assert_allclose(a["residual_colour"], np.maximum(a["residual_max"], a["colour_max"]), rtol=1e-6)
     maps = map_tiles(full, tiles)
     assert maps.shape == (4, 32, 32)
     np.testing.assert_allclose(maps.reshape(4, -1).max(1), a["pixel_max"], rtol=1e-5)
@@ -128,6 +129,13 @@ def test_config_rules() -> None:
         TrainingConfig(model="skip_ganomaly", attention_blocks=[4])
     with pytest.raises(ValueError, match="decision_score"):
         TrainingConfig(decision_score="pixel_max")
+    contract = ["latent_l2", "image_l1", "residual_max"]
+    with pytest.raises(ValueError, match="made of residual_max and colour_max"):
+        TrainingConfig(scores=[*contract, "residual_colour"])
+    with pytest.raises(ValueError, match="nc 3"):
+        TrainingConfig(nc=1, scores=[*contract, "colour_max"])
+    with pytest.raises(ValueError, match="normalize_scores"):
+        TrainingConfig(scores=[*contract, "colour_max", "residual_colour"], normalize_scores=False)
     assert TrainingConfig(model="skip_ganomaly").decision() == "residual_max"
     assert TrainingConfig(model="skip_ganomaly", decision_score="combined").decision() == "combined"
 
@@ -202,10 +210,10 @@ def test_export_all_scores_isize64(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from edge_inspect.export.onnx_export import export_onnx
 
-    every = [s for s in ALL_SCORES if s != "latent_l2"]  # the opt-in residual_rel too
-    cfg = TrainingConfig(model="skip_ganomaly_pp", isize=64, nc=1, epochs=1, batch_size=4,
+    every = [s for s in ALL_SCORES if s != "latent_l2"]  # the opt-in residual_rel and colour scores too
+    cfg = TrainingConfig(model="skip_ganomaly_pp", isize=64, nc=3, epochs=1, batch_size=4,
                          decision_score="pixel_max", scores=every, **TINY)
-    result = train(cfg, _tiles(10, 64, 1), tmp_path / "run")
+    result = train(cfg, _tiles(10, 64, 3), tmp_path / "run")
     manifest = export_onnx(result.checkpoint, tmp_path / "m.onnx")
     assert manifest["decision_score"] == "pixel_max" and set(manifest["parity_max_abs_diff"]) == set(every)
 

@@ -180,9 +180,11 @@ def test_recipe_selects_on_validation_and_normalises_scores(tmp_path: Path) -> N
     from edge_inspect.training.loop import train
 
     rng = np.random.default_rng(5)
-    images = [_grain(rng, 64, 96)[..., None] for _ in range(10)]
-    cfg = TrainingConfig(isize=32, nc=1, epochs=3, batch_size=8, val_fraction=0.2, val_every=32,
-                         decision_score="auto", **TINY)
+    tint = np.array([1.0, 0.85, 0.65])  # wood-coloured, so colour_max and the composite are tested too
+    images = [(_grain(rng, 64, 96)[..., None] * tint).astype(np.uint8) for _ in range(10)]
+    cfg = TrainingConfig(isize=32, nc=3, epochs=3, batch_size=8, val_fraction=0.2, val_every=32,
+                         decision_score="auto", **TINY,
+                         scores=["latent_l2", "image_l1", "residual_max", "colour_max", "residual_colour"])
     res = train(cfg, images, tmp_path)
     summary = json.loads((tmp_path / "train.json").read_text())
     assert summary["train_images"] == 8 and summary["val_images"] == 2

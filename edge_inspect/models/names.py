@@ -8,7 +8,7 @@ from typing import Literal, get_args
 
 ModelName = Literal["ganomaly", "skip_ganomaly", "skip_attention", "skip_ganomaly_pp"]
 ScoreName = Literal["latent_l2", "image_l1", "residual_max", "feature_l1", "feature_l2", "combined", "pixel_max",
-                    "residual_rel"]
+                    "residual_rel", "colour_max", "residual_colour"]
 
 #: model families selectable by ``training.model``
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
@@ -19,4 +19,9 @@ GANOMALY_SCORES: tuple[str, ...] = ALL_SCORES[:3]
 #: scores that need the discriminator in the graph
 D_SCORES = frozenset({"feature_l1", "feature_l2", "combined", "pixel_max"})
 #: scores exported only when a config's ``scores`` names them (family defaults stay as they were)
-OPT_IN_SCORES = frozenset({"residual_rel"})
+OPT_IN_SCORES = frozenset({"residual_rel", "colour_max", "residual_colour"})
+#: scores made of other scores, normalised first: a composite is exported only with its parts
+COMPOSITE_PARTS: dict[str, tuple[str, str]] = {
+    "combined": ("image_l1", "feature_l2"),
+    "residual_colour": ("residual_max", "colour_max"),
+}

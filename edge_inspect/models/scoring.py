@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_inspect.models.blocks import upsample_to
-from edge_inspect.models.names import ALL_SCORES, D_SCORES, GANOMALY_SCORES, OPT_IN_SCORES
+from edge_inspect.models.names import ALL_SCORES, COMPOSITE_PARTS, D_SCORES, GANOMALY_SCORES, OPT_IN_SCORES
 
 __all__ = [
     "ALL_SCORES",
@@ -91,6 +91,12 @@ class ScoringModel(nn.Module):
         REL_FLOOR: a defect's contrast, and so its residual, scales with the wood's brightness,
         so a knot on dark wood (grey 40) leaves a residual a few times smaller than the same knot
         on pale wood; relative to the brightness they compare (issue 14's dark-wood misses);
+      * ``colour_max``: like ``residual_max``, but of the residual's part orthogonal to the tile's
+        mean reconstructed colour: wood's grain and lighting change its brightness along that
+        colour, a white chalk mark or a pale stain turns it towards grey, so a mark that the
+        grain's brightness residual hides stands out in colour (opt-in);
+      * ``residual_colour``: the larger of the normalised ``residual_max`` and ``colour_max``
+        (both must be exported; opt-in);
       * ``feature_l1`` / ``feature_l2``: mean |f(x) - f(x_hat)| / mean (f(x) - f(x_hat))^2 of D's
         last features f (the wood study's discriminator residuals; Skip-GANomaly's latent score);
       * ``combined``: lam * image_l1 + (1 - lam) * feature_l2 (Skip-GANomaly's A(x), lam = 0.9;
@@ -144,6 +150,12 @@ class ScoringModel(nn.Module):
         unknown = [s for s in names if s not in ALL_SCORES]
         if unknown or len(set(names)) != len(names) or not names:
             raise ValueError(f"scores must be distinct names from {ALL_SCORES}, got {list(names)}")
+        missing = [f"{n} needs {' and '.join(p)}" for n, p in COMPOSITE_PARTS.items()
+                   if n in names and not set(p) <= set(names)]
+        if missing:
+            raise ValueError(f"composite scores need their parts among the scores: {'; '.join(missing)}")
+        if {"colour_max", "residual_colour"} & set(names) and self.channels < 3:
+            raise ValueError("colour_max and residual_colour need colour tiles (nc 3)")
         if "latent_l2" in names and not self.has_latent:
             raise ValueError("latent_l2 needs a GANomaly generator (encoder-decoder-encoder)")
         if netd is None and D_SCORES & set(names):
@@ -218,6 +230,17 @@ class ScoringModel(nn.Module):
         s = self.lam * self._feature_map(res, x.shape[0]) + (1.0 - self.lam) * r
         return s[:, 0]
 
+    def _colour_max(self, r: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """``colour_max`` of the signed residual r = x - x_hat: the norm of r's part orthogonal to
+        the tile's mean reconstructed colour (0-1), box-filtered, its maximum."""
+        colour = ((x_hat + 1.0) * 0.5).mean(dim=(2, 3), keepdim=True)
+        unit = colour / colour.pow(2).sum(1, keepdim=True).sqrt().clamp_min(1e-3)
+        orth = r - (r * unit).sum(1, keepdim=True) * unit
+        amap = orth.pow(2).sum(1, keepdim=True).sqrt()
+        if self.residual_kernel > 1:
+            amap = F.avg_pool2d(amap, self.residual_kernel, stride=1)
+        return amap.flatten(1).amax(1)
+
     def prepare(self, tiles: torch.Tensor) -> torch.Tensor:
         """This model's preprocessing of uint8 tiles (its brightness normalisation included)."""
         return preprocess(tiles, self.brightness)
@@ -241,6 +264,11 @@ class ScoringModel(nn.Module):
             got["residual_max"] = amap.flatten(1).amax(1)
             brightness = (x.flatten(1).mean(1) + 1.0) * 0.5
             got["residual_rel"] = got["residual_max"] / (brightness + REL_FLOOR)
+        if "colour_max" in names:
+            got["colour_max"] = self._colour_max(x - x_hat, x_hat)
+        if "residual_colour" in names:
+            got["residual_colour"] = torch.maximum(self._norm("residual_max", got["residual_max"]),
+                                                   self._norm("colour_max", got["colour_max"]))
         if "d_stages" in res:
             last = res["d_stages"][-1]
             fdiff = last[:b] - last[b:]

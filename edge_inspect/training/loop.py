@@ -42,6 +42,7 @@ from edge_inspect.atomic import write_atomic
 from edge_inspect.datasets.patches import PatchSet, split_images
 from edge_inspect.errors import InputDataError
 from edge_inspect.evaluation.metrics import auroc
+from edge_inspect.models.names import COMPOSITE_PARTS
 from edge_inspect.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, read_checkpoint
 from edge_inspect.models.registry import build_nets, build_scoring
 from edge_inspect.models.scoring import ScoringModel, preprocess, score_tiles
@@ -175,7 +176,7 @@ class _Validation:
         self.n_images = len(val_set.images)
 
     def proxy(self, scorer: ScoringModel, batch: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """(proxy AUROC per score, raw scores of the good patches)."""
+        """(proxy AUROC per score, the scores of the good patches as ``scorer`` gives them)."""
         good = score_tiles(scorer, self.good, batch)
         if len(self.good) == 0:
             return {}, good
@@ -319,6 +320,20 @@ class _Run:
     def _scorer(self, netg: torch.nn.Module, netd: torch.nn.Module, device: torch.device) -> ScoringModel:
         return build_scoring(self.cfg, netg, netd).to(device).eval()
 
+    def _fit_normalization(self, scorer: ScoringModel, val: _Validation, bs: int) -> None:
+        """Fit (median, MAD) of every score on the held-out good patches and set it on ``scorer``.
+
+        A composite adds normalised parts, so the parts are fitted first and the composite is
+        then fitted on its own values (one more pass)."""
+        raw = score_tiles(scorer, val.good, bs)
+        norm = robust_normalization(raw)
+        composites = [n for n in COMPOSITE_PARTS if n in raw]
+        if composites:
+            scorer.set_normalization({k: v for k, v in norm.items() if k not in composites})
+            again = score_tiles(scorer, val.good, bs)
+            norm.update(robust_normalization({n: again[n] for n in composites}))
+        scorer.set_normalization(norm)
+
     def _validate(self, netg: torch.nn.Module, netd: torch.nn.Module, val: _Validation, epoch: int, seen: int,
                   elapsed: float, decision: str, validations: list[dict[str, Any]],
                   best: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -329,8 +344,10 @@ class _Run:
         netg.eval()
         netd.eval()
         try:
-            proxy, good = val.proxy(self._scorer(netg, netd, next(netg.parameters()).device),
-                                    max(self.cfg.batch_size, 16))
+            scorer = self._scorer(netg, netd, next(netg.parameters()).device)
+            if COMPOSITE_PARTS.keys() & set(scorer.score_names):  # a composite means nothing unnormalised
+                self._fit_normalization(scorer, val, max(self.cfg.batch_size, 16))
+            proxy, good = val.proxy(scorer, max(self.cfg.batch_size, 16))
         finally:
             netg.train(was[0])
             netd.train(was[1])
@@ -353,15 +370,9 @@ class _Run:
                 bs: int) -> TrainResult:
         cfg = self.cfg
         scorer = self._scorer(netg, netd, device)
-        proxy, raw = val.proxy(scorer, max(bs, 16))
         if cfg.normalize_scores and len(val.good):
-            norm = robust_normalization(raw)
-            if "combined" in raw:  # its parts are normalised first, then it is fitted itself
-                scorer.set_normalization({k: v for k, v in norm.items() if k in ("image_l1", "feature_l2")})
-                norm["combined"] = robust_normalization(
-                    {"combined": score_tiles(scorer, val.good, max(bs, 16))["combined"]})["combined"]
-            scorer.set_normalization(norm)
-            proxy, _ = val.proxy(scorer, max(bs, 16))
+            self._fit_normalization(scorer, val, max(bs, 16))
+        proxy, _ = val.proxy(scorer, max(bs, 16))
         val_scores = score_tiles(scorer, val.good, max(bs, 16))
         chosen = max(proxy, key=lambda n: proxy[n]) if cfg.decision_score == "auto" and proxy else cfg.decision()
         saved_cfg = cfg.model_copy(update={"decision_score": chosen}) if cfg.decision_score == "auto" else cfg
