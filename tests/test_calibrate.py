@@ -29,6 +29,8 @@ from edge_inspect.decision.calibration_file import (
 )
 from edge_inspect.monitoring.drift import DriftMonitor
 from edge_inspect.recalibration import apply as apply_mod
+from edge_inspect.recalibration.proposal import build_proposal, summary_lines
+from edge_inspect.recalibration.scoring import BoardScores, ScanScores
 from edge_inspect.recalibration.thresholds import (
     allowed_exceedances,
     binom_cdf,
@@ -131,6 +133,32 @@ def test_outliers_robust_to_the_outliers_themselves():
     assert out.too_many and out.mask.sum() == 3
     flat = find_outliers(np.array([1.0] * 30 + [1.04, 1.04]))          # MAD 0: the 1 % floor applies
     assert not flat.too_many and flat.mad == pytest.approx(0.01)
+
+
+def _scan_of(name: str, scores: np.ndarray) -> ScanScores:
+    zero = np.zeros(1, np.int64)
+    return ScanScores(Path(name), [BoardScores(Path(name), i, 0, 600, np.array([v], np.float32), zero, zero, False)
+                                   for i, v in enumerate(scores)])
+
+
+def test_proposal_states_each_scans_false_rejects_and_names_a_scan_unlike_the_rest():
+    """Pooled, 4 of 200 good boards over the threshold is 2 %, at most 4.5 %; but if all 4 come
+    from one scan of 40 boards, that scan's boards are rejected at 10 %: the report says so."""
+    rng = np.random.default_rng(3)
+    plain = _scan_of("day1", rng.uniform(0.2, 0.4, 160))
+    odd = _scan_of("day2", np.r_[rng.uniform(0.2, 0.4, 36), [0.45, 0.46, 0.47, 0.48, 0.6]])
+    p = build_proposal([plain, odd], [], 0.02, "residual_max", BoardRule(), "ab" * 32, "v1", None)
+    assert p.choice.exceedances == 4 and p.choice.n == 201
+    assert [(r.scan.name, r.boards, r.rejected) for r in p.per_scan] == [("day1", 160, 0), ("day2", 41, 4)]
+    assert p.per_scan[1].upper_bound == pytest.approx(clopper_pearson_upper(4, 41))
+    assert [r.scan.name for r in p.unlike_scans] == ["day2"]
+    lines = summary_lines(p)
+    assert "Per scan: day1 0 of 160 (0.0 %, at most 1.9 %); day2 4 of 41 (9.8 %, at most 21.0 %)" in lines
+    assert any(line.startswith("Unlike the rest: day2 has 9.8 % of its good boards over the threshold") for line in lines)
+    twin = _scan_of("day3", np.array([float(b.tile_scores[0]) + 1e-3 for b in plain.boards]))  # boards like day1's
+    alike = build_proposal([plain, twin], [], 0.02, "residual_max", BoardRule(), "ab" * 32, "v2", None)
+    assert [r.rejected for r in alike.per_scan] == [3, 3]
+    assert alike.unlike_scans == [] and not any(line.startswith("Unlike") for line in summary_lines(alike))
 
 
 # ---------------------------------------------------------------------------- apply / rollback

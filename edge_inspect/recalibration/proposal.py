@@ -15,6 +15,7 @@ from edge_inspect.recalibration.scoring import BoardScores, ScanScores
 from edge_inspect.recalibration.thresholds import (
     ThresholdChoice,
     board_statistic,
+    clopper_pearson_upper,
     find_outliers,
     min_good_boards,
     pick_threshold,
@@ -26,6 +27,20 @@ log = structlog.get_logger(__name__)
 
 class CalibrationRefused(InputDataError):
     """The data cannot support a threshold; the message says what to record instead."""
+
+
+@dataclass(frozen=True)
+class ScanRate:
+    """What the proposed threshold does to the good boards of one scan."""
+
+    scan: Path
+    boards: int
+    rejected: int
+    upper_bound: float  # one-sided 95 % Clopper-Pearson bound for `rejected` in `boards`
+
+    @property
+    def rate(self) -> float:
+        return self.rejected / self.boards if self.boards else 0.0
 
 
 @dataclass
@@ -45,6 +60,13 @@ class Proposal:
     current_good_rejects: int | None = None
     caught: int | None = None          # defect boards rejected at the proposed threshold
     training_scans: list[Path] = field(default_factory=list)  # good or defect scans the model learned
+    per_scan: list[ScanRate] = field(default_factory=list)  # the good boards' false rejects, scan by scan
+
+    @property
+    def unlike_scans(self) -> list[ScanRate]:
+        """Good scans whose own measured rate is above the pooled bound: their boards are not
+        like the rest, and boards like theirs will be rejected more often than the bound says."""
+        return [r for r in self.per_scan if r.rate > self.choice.frr_upper95]
 
     @property
     def detection(self) -> float | None:
@@ -116,6 +138,13 @@ def build_proposal(
     refuse_if_outliers(good_stats)
     choice = pick_threshold(good_stats, target_frr)
 
+    per_scan, first = [], 0
+    for s in good_scans:
+        n = len(s.complete)
+        k = int(rejected(good_stats[first:first + n], choice.threshold).sum())
+        per_scan.append(ScanRate(s.scan, n, k, clopper_pearson_upper(k, n) if n else 1.0))
+        first += n
+
     defect = _counted_defect_boards(defect_scans)
     defect_stats = np.array([board_statistic(b.tile_scores, rule) for b in defect], np.float64)
     caught = int(rejected(defect_stats, choice.threshold).sum()) if defect else None
@@ -152,7 +181,7 @@ def build_proposal(
         defect_stats=defect_stats, good_scans=[s.scan for s in good_scans],
         defect_scans=[s.scan for s in defect_scans], incomplete_left_out=left_out, current=current,
         current_comparable=comparable, current_good_rejects=current_rejects, caught=caught,
-        training_scans=list(training_scans or []),
+        training_scans=list(training_scans or []), per_scan=per_scan,
     )
 
 
@@ -183,6 +212,13 @@ def summary_lines(p: Proposal) -> list[str]:
     elif p.defect_scans:
         prop += "; the defect scans hold no defective boards"
     lines.append(prop)
+    if len(p.per_scan) > 1:
+        lines.append("Per scan: " + "; ".join(f"{r.scan} {r.rejected} of {r.boards} ({_pct(r.rate)}, at most "
+                                              f"{_pct(r.upper_bound)})" for r in p.per_scan))
+    for r in p.unlike_scans:
+        lines.append(f"Unlike the rest: {r.scan} has {_pct(r.rate)} of its good boards over the threshold, more "
+                     f"than the pooled bound ({_pct(p.choice.frr_upper95)}); boards like its will be rejected more "
+                     f"often than the bound says: calibrate on more scans like it, or find out why it differs")
     if p.optimistic:
         lines.append(f"Optimistic: {len(p.optimistic)} of the good scans were training data of the model "
                      f"({', '.join(map(str, p.optimistic))}); boards it learned score low, so on fresh boards "

@@ -171,6 +171,9 @@ scan from the good data and calibrate again.</p>
             "measured_rate": p.choice.expected_frr, "upper_bound": p.choice.frr_upper95,
             "bound": "one-sided 95 % Clopper-Pearson upper bound",
             "optimistic": bool(p.optimistic), "statement": false_reject_statement(p),
+            "per_scan": [{"scan": str(r.scan), "good_boards": r.boards, "rejected": r.rejected,
+                          "measured_rate": r.rate, "upper_bound": r.upper_bound} for r in p.per_scan],
+            "unlike_scans": [str(r.scan) for r in p.unlike_scans],
         },
         "training_scans": [str(s) for s in p.training_scans],
     }
