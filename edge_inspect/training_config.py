@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_inspect.models.names import (
     ALL_SCORES,
+    COLOUR_SCORES,
     COMPOSITE_PARTS,
     D_SCORES,
     GANOMALY_SCORES,
@@ -132,8 +133,8 @@ class TrainingConfig(BaseModel):
                 problems.append("latent_l2 needs model ganomaly (encoder-decoder-encoder)")
             if self.model == "ganomaly" and tuple(self.scores[:3]) != GANOMALY_SCORES:
                 problems.append("ganomaly scores must start with latent_l2, image_l1, residual_max (ONNX contract)")
-            if {"colour_max", "residual_colour"} & set(self.scores) and self.nc < 3:
-                problems.append("colour_max and residual_colour need colour tiles (nc 3)")
+            if COLOUR_SCORES & set(self.scores) and self.nc < 3:
+                problems.append(f"{' and '.join(sorted(COLOUR_SCORES))} need colour tiles (nc 3)")
             for name, parts in COMPOSITE_PARTS.items():
                 if name in self.scores and not set(parts) <= set(self.scores):
                     problems.append(f"score {name} is made of {' and '.join(parts)}: list them in scores too")

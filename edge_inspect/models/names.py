@@ -20,6 +20,8 @@ GANOMALY_SCORES: tuple[str, ...] = ALL_SCORES[:3]
 D_SCORES = frozenset({"feature_l1", "feature_l2", "combined", "pixel_max"})
 #: scores exported only when a config's ``scores`` names them (family defaults stay as they were)
 OPT_IN_SCORES = frozenset({"residual_rel", "colour_max", "residual_colour"})
+#: scores of the residual's colour: they need colour tiles
+COLOUR_SCORES = frozenset({"colour_max", "residual_colour"})
 #: scores made of other scores, normalised first: a composite is exported only with its parts
 COMPOSITE_PARTS: dict[str, tuple[str, str]] = {
     "combined": ("image_l1", "feature_l2"),

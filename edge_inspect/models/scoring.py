@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_inspect.models.blocks import upsample_to
-from edge_inspect.models.names import ALL_SCORES, COMPOSITE_PARTS, D_SCORES, GANOMALY_SCORES, OPT_IN_SCORES
+from edge_inspect.models.names import (ALL_SCORES, COLOUR_SCORES, COMPOSITE_PARTS, D_SCORES, GANOMALY_SCORES,
+                                      OPT_IN_SCORES)
 
 __all__ = [
     "ALL_SCORES",
@@ -154,8 +155,8 @@ class ScoringModel(nn.Module):
                    if n in names and not set(p) <= set(names)]
         if missing:
             raise ValueError(f"composite scores need their parts among the scores: {'; '.join(missing)}")
-        if {"colour_max", "residual_colour"} & set(names) and self.channels < 3:
-            raise ValueError("colour_max and residual_colour need colour tiles (nc 3)")
+        if COLOUR_SCORES & set(names) and self.channels < 3:
+            raise ValueError(f"{' and '.join(sorted(COLOUR_SCORES))} need colour tiles (nc 3)")
         if "latent_l2" in names and not self.has_latent:
             raise ValueError("latent_l2 needs a GANomaly generator (encoder-decoder-encoder)")
         if netd is None and D_SCORES & set(names):

@@ -42,8 +42,8 @@ from edge_inspect.atomic import write_atomic
 from edge_inspect.datasets.patches import PatchSet, split_images
 from edge_inspect.errors import InputDataError
 from edge_inspect.evaluation.metrics import auroc
-from edge_inspect.models.names import COMPOSITE_PARTS
 from edge_inspect.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, read_checkpoint
+from edge_inspect.models.names import COMPOSITE_PARTS
 from edge_inspect.models.registry import build_nets, build_scoring
 from edge_inspect.models.scoring import ScoringModel, preprocess, score_tiles
 from edge_inspect.progress import Progress
