@@ -272,3 +272,47 @@ def test_butted_boards_of_the_same_width_but_another_shade_are_split():
         for one in (stained, shaded):
             ends = [(b.start_line, b.end_line, b.reason) for b in feed(Tiler(cfg, 200, 1), strips_of(one, size)).boards()]
             assert ends == [(100, 1300, "gap")], (size, ends)
+
+
+def shade_ends(band: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> None:
+    """A board's sawn ends: a line d lines from either end 10 % x exp(-d / 6) darker (the way the
+    synthetic generator draws them)."""
+    for y in range(y0, y1):
+        d = min(y - y0, y1 - 1 - y)
+        band[y, x0:x1] = (band[y, x0:x1] * (1.0 - 0.10 * np.exp(-d / 6.0))).astype(np.uint8)
+
+
+def test_butted_boards_alike_in_width_and_shade_are_split_at_their_joint():
+    """Same extent, shade within 25 %, no gap: the joint (sawn ends darker than the face for a
+    few lines on each side, across the board) splits them within a line, whether the board after
+    it is as bright, brighter or darker. A crack across the whole board two lines wide, a dark
+    band across 40 % of the width, a wide darker band across all of it, a step 15 % darker that
+    lightens again over 20 lines, and boards whose ends are not shaded stay one record."""
+    def butted(scale: float, seed: int, shaded: bool = True) -> np.ndarray:
+        band = scene(1500, 200, [(100, 700, 20, 180, 0.0), (700, 1300, 20, 180, 0.0)], seed=seed)
+        band[700:1300, 20:180] = (band[700:1300, 20:180] * scale).astype(np.uint8)
+        if shaded:
+            shade_ends(band, 100, 700, 20, 180)
+            shade_ends(band, 700, 1300, 20, 180)
+        return band
+
+    def one_board(seed: int) -> np.ndarray:
+        band = scene(1500, 200, [(100, 1300, 20, 180, 0.0)], seed=seed)
+        shade_ends(band, 100, 1300, 20, 180)
+        return band
+
+    crack, knot, ring, step = one_board(14), one_board(15), one_board(16), one_board(20)
+    crack[700:702, 20:180] = 90                                            # 2 lines, half as bright
+    knot[690:712, 20:84] = (knot[690:712, 20:84] * 0.6).astype(np.uint8)   # 64 of 160 columns
+    ring[650:710, 20:180] = (ring[650:710, 20:180] * 0.88).astype(np.uint8)  # 60 lines, 12 % darker
+    lighten = np.linspace(0.85, 1.0, 20)[:, None, None]
+    step[700:720, 20:180] = (step[700:720, 20:180] * lighten).astype(np.uint8)
+    cfg = make_cfg(foreground_level=40, exit_fraction=0.05, min_board_lines=150, max_board_lines=100000)
+    for size in (7, 64, 500):
+        for band in (butted(1.0, 13), butted(1.15, 17), butted(0.85, 18)):
+            ends = [(b.start_line, b.end_line, b.reason) for b in feed(Tiler(cfg, 200, 1), strips_of(band, size)).boards()]
+            assert len(ends) == 2 and ends[0][2] == "seam" and abs(ends[0][1] - 700) <= 1, (size, ends)
+            assert ends[1] == (ends[0][1], 1300, "gap"), (size, ends)
+        for one in (crack, knot, ring, step, butted(1.0, 19, shaded=False)):
+            ends = [(b.start_line, b.end_line, b.reason) for b in feed(Tiler(cfg, 200, 1), strips_of(one, size)).boards()]
+            assert ends == [(100, 1300, "gap")], (size, ends)

@@ -24,6 +24,7 @@ from edge_inspect.logging import LogEvery
 from edge_inspect.tiling.conveyor import ConveyorLevel
 from edge_inspect.tiling.cutter import BoardTiles, TileCutter
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TilesCut, TilingEvent
+from edge_inspect.tiling.joints import JOINT_REACH, JOINT_SLACK, block_profile, joint_in
 from edge_inspect.tiling.segmenter import (
     CONFIRM,
     START,
@@ -326,7 +327,8 @@ class Tiler:
         the shade changing by more than SHADE_JUMP (butted boards of the same width but of
         different wood: within one board, the median of three blocks' shades (each the median
         of its lines' medians) against the block before changed by at most 0.22 over 430
-        synthetic boards, knots and stains included, 0.09 at the 99th percentile)."""
+        synthetic boards, knots and stains included, 0.09 at the 99th percentile); or, at the
+        same extent and shade, a joint across the board in the candidate block (`joints.py`)."""
         while seg.start + (len(seg.extents) + 1) * SEAM_BLOCK <= upto:
             y = seg.start + len(seg.extents) * SEAM_BLOCK
             extent = self._block_extent(y) or (0, self._width)
@@ -340,23 +342,42 @@ class Tiler:
             cand, after = ext[-1 - SEAM_CONFIRM], ext[-SEAM_CONFIRM:]
             shade = shades[-1 - SEAM_CONFIRM]
             moved, shaded = _jump(seg.ref, cand), _shade_jump(seg.ref_shade, shade)
-            if not moved and not shaded:
-                seg.ref, seg.ref_shade = cand, shade
-                continue
             y0 = y - SEAM_CONFIRM * SEAM_BLOCK - SEAM_BLOCK  # the block before the candidate
             if moved:
                 if not self._plausible(seg.ref, cand) or any(_jump(cand, a) for a in after):
                     continue
                 line = self._seam_line(y0, seg.ref, cand)
-            else:
+            elif shaded:
                 if any(_shade_jump(shade, a) for a in shades[-SEAM_CONFIRM:]):
                     seg.ref = cand  # a passing stain: the extent follows, the shade waits
                     continue
                 line = self._shade_line(y0, seg.ref_shade, shade, cand)
+            else:
+                joint = self._joint_line(seg.start, y0 + SEAM_BLOCK, cand)
+                if joint is None:
+                    seg.ref, seg.ref_shade = cand, shade
+                    continue
+                line = joint
             if line - seg.start >= self._min_board:
                 return line
             seg.ref, seg.ref_shade = cand, shade  # the piece before is no board of its own (an end knot, a short end)
         return None
+
+    def _joint_line(self, start: int, yc: int, extent: tuple[int, int]) -> int | None:
+        """A joint (`joints.py`: butted boards alike in extent and shade) in the candidate block
+        [yc, yc + SEAM_BLOCK), far enough after the board's start for the test's reach; its line
+        or None. The blocks after the candidate hold the lines the test reads beyond it."""
+        reach = JOINT_REACH + JOINT_SLACK
+        first = max(yc, start + reach)
+        last = yc + SEAM_BLOCK
+        if first >= last:
+            return None
+        lo = first - reach
+        profile = block_profile(self._band.lines(lo, last + reach), extent, SHADE_SAMPLES)
+        if profile is None:
+            return None
+        joint = joint_in(profile, first - lo, last - lo)
+        return None if joint is None else lo + joint
 
     def _shade_line(self, y0: int, old: float, new: float, extent: tuple[int, int]) -> int:
         """Where in [y0, y0 + 2 blocks) the wood's shade steps from `old` to `new`."""
