@@ -285,8 +285,8 @@ def shade_ends(band: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> None:
 def test_butted_boards_alike_in_width_and_shade_are_split_at_their_joint():
     """Same extent, shade within 25 %, no gap: the joint (sawn ends darker than the face for a
     few lines on each side, across the board) splits them within a line, whether the board after
-    it is as bright, brighter or darker. A crack across the whole board two lines wide, a dark
-    band across 40 % of the width, a wide darker band across all of it, a step 15 % darker that
+    it is as bright, brighter or darker. A crack across the whole board two lines wide, a hole
+    across it four lines wide (shorter than a gap), a dark band across 40 % of the width, a wide darker band across all of it, a step 15 % darker that
     lightens again over 20 lines, and boards whose ends are not shaded stay one record."""
     def butted(scale: float, seed: int, shaded: bool = True) -> np.ndarray:
         band = scene(1500, 200, [(100, 700, 20, 180, 0.0), (700, 1300, 20, 180, 0.0)], seed=seed)
@@ -301,8 +301,9 @@ def test_butted_boards_alike_in_width_and_shade_are_split_at_their_joint():
         shade_ends(band, 100, 1300, 20, 180)
         return band
 
-    crack, knot, ring, step = one_board(14), one_board(15), one_board(16), one_board(20)
-    crack[700:702, 20:180] = 90                                            # 2 lines, half as bright
+    crack, hole, knot, ring, step = (one_board(seed) for seed in (14, 21, 15, 16, 20))
+    crack[700:702, 20:180] = (crack[700:702, 20:180] * 0.75).astype(np.uint8)  # 2 lines, 25 % darker
+    hole[700:704, 20:180] = 10                                             # 4 lines as dark as the belt
     knot[690:712, 20:84] = (knot[690:712, 20:84] * 0.6).astype(np.uint8)   # 64 of 160 columns
     ring[650:710, 20:180] = (ring[650:710, 20:180] * 0.88).astype(np.uint8)  # 60 lines, 12 % darker
     lighten = np.linspace(0.85, 1.0, 20)[:, None, None]
@@ -313,6 +314,6 @@ def test_butted_boards_alike_in_width_and_shade_are_split_at_their_joint():
             ends = [(b.start_line, b.end_line, b.reason) for b in feed(Tiler(cfg, 200, 1), strips_of(band, size)).boards()]
             assert len(ends) == 2 and ends[0][2] == "seam" and abs(ends[0][1] - 700) <= 1, (size, ends)
             assert ends[1] == (ends[0][1], 1300, "gap"), (size, ends)
-        for one in (crack, knot, ring, step, butted(1.0, 19, shaded=False)):
+        for one in (crack, hole, knot, ring, step, butted(1.0, 19, shaded=False)):
             ends = [(b.start_line, b.end_line, b.reason) for b in feed(Tiler(cfg, 200, 1), strips_of(one, size)).boards()]
             assert ends == [(100, 1300, "gap")], (size, ends)

@@ -24,7 +24,14 @@ from edge_inspect.logging import LogEvery
 from edge_inspect.tiling.conveyor import ConveyorLevel
 from edge_inspect.tiling.cutter import BoardTiles, TileCutter
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TilesCut, TilingEvent
-from edge_inspect.tiling.joints import JOINT_REACH, JOINT_SLACK, block_profile, joint_in
+from edge_inspect.tiling.joints import (
+    JOINT_REACH,
+    JOINT_SAMPLES,
+    JOINT_SLACK,
+    block_profile,
+    joint_in,
+    may_hold_joint,
+)
 from edge_inspect.tiling.segmenter import (
     CONFIRM,
     START,
@@ -57,6 +64,7 @@ class _Segment:
     tiles: BoardTiles | None = field(default=None)
     extents: list[tuple[int, int]] = field(default_factory=list)  # board extent per seam block
     shades: list[float] = field(default_factory=list)  # the wood's median grey, per seam block
+    line_means: list[np.ndarray] = field(default_factory=list)  # per line of the last seam blocks: mean grey across the board
     ref: tuple[int, int] | None = None  # the board's established extent
     ref_shade: float = 0.0              # ...and shade
     seam: int | None = None  # a seam found, waiting until the piece after it is a board of its own
@@ -67,6 +75,7 @@ SEAM_JUMP_PX = 24   # an edge moving this far between two blocks is another boar
 SEAM_CONFIRM = 2    # ...if the new extent holds for this many more blocks
 SHADE_JUMP = 0.25   # or the wood's shade changes by more than this ratio
 SHADE_SAMPLES = 256  # columns sampled across the board for its shade
+_JOINT_BLOCKS_KEPT = SEAM_CONFIRM + 2  # line means kept: the candidate, one block before it, those after
 
 
 def _jump(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -334,6 +343,8 @@ class Tiler:
             extent = self._block_extent(y) or (0, self._width)
             seg.extents.append(extent)
             seg.shades.append(self._block_shade(y, extent))
+            seg.line_means.append(self._line_means(y, extent))
+            del seg.line_means[:-_JOINT_BLOCKS_KEPT]
             ext, shades = seg.extents, seg.shades
             if seg.ref is None:
                 seg.ref, seg.ref_shade = ext[0], shades[0]
@@ -353,7 +364,7 @@ class Tiler:
                     continue
                 line = self._shade_line(y0, seg.ref_shade, shade, cand)
             else:
-                joint = self._joint_line(seg.start, y0 + SEAM_BLOCK, cand)
+                joint = self._joint_line(seg, y0 + SEAM_BLOCK, cand)
                 if joint is None:
                     seg.ref, seg.ref_shade = cand, shade
                     continue
@@ -363,17 +374,28 @@ class Tiler:
             seg.ref, seg.ref_shade = cand, shade  # the piece before is no board of its own (an end knot, a short end)
         return None
 
-    def _joint_line(self, start: int, yc: int, extent: tuple[int, int]) -> int | None:
+    def _line_means(self, y: int, extent: tuple[int, int]) -> np.ndarray:
+        """Mean grey across the board of each line of the seam block at `y` (about JOINT_SAMPLES
+        columns): what `may_hold_joint` reads."""
+        step = max(1, (extent[1] - extent[0]) // JOINT_SAMPLES)
+        return self._band.lines(y, y + SEAM_BLOCK)[:, extent[0]:extent[1]:step].mean(axis=(1, 2), dtype=np.float32)
+
+    def _joint_line(self, seg: _Segment, yc: int, extent: tuple[int, int]) -> int | None:
         """A joint (`joints.py`: butted boards alike in extent and shade) in the candidate block
         [yc, yc + SEAM_BLOCK), far enough after the board's start for the test's reach; its line
-        or None. The blocks after the candidate hold the lines the test reads beyond it."""
+        or None. The block before the candidate and the two after it hold the lines the test
+        reads beyond it; the full test runs only where the lines' means across the board dip."""
         reach = JOINT_REACH + JOINT_SLACK
-        first = max(yc, start + reach)
+        first = max(yc, seg.start + reach)
         last = yc + SEAM_BLOCK
         if first >= last:
             return None
+        kept = seg.line_means[-_JOINT_BLOCKS_KEPT:]
+        base = seg.start + (len(seg.extents) - len(kept)) * SEAM_BLOCK  # the first kept line
+        if not may_hold_joint(np.concatenate(kept), first - base, last - base):
+            return None
         lo = first - reach
-        profile = block_profile(self._band.lines(lo, last + reach), extent, SHADE_SAMPLES)
+        profile = block_profile(self._band.lines(lo, last + reach), extent, JOINT_SAMPLES)
         if profile is None:
             return None
         joint = joint_in(profile, first - lo, last - lo)
