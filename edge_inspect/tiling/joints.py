@@ -38,22 +38,23 @@ JOINT_DIP = 0.04    # the face over the two lines next to the joint, minus 1
 JOINT_WIDE = 0.02   # the face over lines 3-5 from the joint, minus 1
 JOINT_STEEP = 0.01  # lines 3-5 from the joint over the two next to it, minus 1
 JOINT_INSET = 8     # px inside the board's edges (their own shading is left out)
-JOINT_SAMPLES = 256 # columns a profile line averages (per block: JOINT_SAMPLES / JOINT_BLOCKS)
+JOINT_SAMPLES = 256  # columns a profile line averages (per block: JOINT_SAMPLES / JOINT_BLOCKS)
 JOINT_REACH = 20    # lines a joint test reads on each side (the face is lines 8-20 away)
 JOINT_SLACK = 5     # lines beyond its window a joint test compares depths over
 _NEAR, _WIDE, _FACE = (0, 2), (2, 5), (8, 20)
 
 
-def block_profile(lines: np.ndarray, extent: tuple[int, int], samples: int) -> np.ndarray | None:
+def block_profile(lines: np.ndarray, extent: tuple[int, int]) -> np.ndarray | None:
     """Mean grey per line of JOINT_BLOCKS column blocks across [x0, x1) (inset by JOINT_INSET, about
-    `samples` columns in all, evenly spaced in each block): [n, JOINT_BLOCKS] float32, or None
+    JOINT_SAMPLES columns in all, evenly spaced in each block): [n, JOINT_BLOCKS] float32, or None
     when the board is too narrow. Grain runs along the board, so a column's streak is in every
-    line and cancels in the ratios `joint_in` takes: a few columns per block are enough."""
+    line and cancels in the ratios `joint_in` takes; 32 columns a block place a joint to the line
+    on the development scans, 8 moved five of them by one."""
     x0, x1 = extent[0] + JOINT_INSET, extent[1] - JOINT_INSET
     if x1 - x0 < 4 * JOINT_BLOCKS:
         return None
     per_block = (x1 - x0) // JOINT_BLOCKS
-    stride = max(1, per_block // max(1, samples // JOINT_BLOCKS))
+    stride = max(1, per_block // (JOINT_SAMPLES // JOINT_BLOCKS))
     n, _, c = lines.shape
     blocks = lines[:, x0:x0 + JOINT_BLOCKS * per_block].reshape(n, JOINT_BLOCKS, per_block, c)
     return blocks[:, :, ::stride].mean(axis=(2, 3), dtype=np.float32)  # a strided view: no copy
@@ -93,7 +94,6 @@ def joint_in(profile: np.ndarray, first: int, last: int) -> int | None:
     depth = np.where(share >= JOINT_SHARE, np.median(deep, axis=1), -np.inf)
     best = int(np.argmax(depth))
     return first + best if JOINT_SLACK <= best < len(j) - JOINT_SLACK else None
-
 
 
 def may_hold_joint(line_means: np.ndarray, first: int, last: int) -> bool:

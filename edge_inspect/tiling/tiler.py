@@ -24,14 +24,7 @@ from edge_inspect.logging import LogEvery
 from edge_inspect.tiling.conveyor import ConveyorLevel
 from edge_inspect.tiling.cutter import BoardTiles, TileCutter
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TilesCut, TilingEvent
-from edge_inspect.tiling.joints import (
-    JOINT_REACH,
-    JOINT_SAMPLES,
-    JOINT_SLACK,
-    block_profile,
-    joint_in,
-    may_hold_joint,
-)
+from edge_inspect.tiling.joints import JOINT_REACH, JOINT_SLACK, block_profile, joint_in, may_hold_joint
 from edge_inspect.tiling.segmenter import (
     CONFIRM,
     START,
@@ -64,7 +57,7 @@ class _Segment:
     tiles: BoardTiles | None = field(default=None)
     extents: list[tuple[int, int]] = field(default_factory=list)  # board extent per seam block
     shades: list[float] = field(default_factory=list)  # the wood's median grey, per seam block
-    line_means: list[np.ndarray] = field(default_factory=list)  # per line of the last seam blocks: mean grey across the board
+    line_means: list[np.ndarray] = field(default_factory=list)  # mean grey per line, last seam blocks
     ref: tuple[int, int] | None = None  # the board's established extent
     ref_shade: float = 0.0              # ...and shade
     seam: int | None = None  # a seam found, waiting until the piece after it is a board of its own
@@ -322,10 +315,14 @@ class Tiler:
         lines = self._band.lines(y0, y1)[::line_step, extent[0]:extent[1]:step]
         return lines.reshape(lines.shape[0], -1)
 
-    def _block_shade(self, y: int, extent: tuple[int, int]) -> float:
-        """A seam block's median grey across the board (every 4th line): a knot or a stain over
-        less than half the board leaves it where the wood is."""
-        return float(np.median(self._shade_sample(y, y + SEAM_BLOCK, extent, 4)))
+    def _measure_block(self, seg: _Segment, y: int, extent: tuple[int, int]) -> None:
+        """Record the seam block at `y`: its median grey across the board (every 4th line; a
+        knot or a stain over less than half the board leaves it where the wood is) and each
+        line's mean grey (what `may_hold_joint` reads), both from one sample of its pixels."""
+        sample = self._shade_sample(y, y + SEAM_BLOCK, extent)
+        seg.shades.append(float(np.median(sample[::4])))
+        seg.line_means.append(sample.mean(axis=1, dtype=np.float32))
+        del seg.line_means[:-_JOINT_BLOCKS_KEPT]
 
     def _seam_in(self, seg: _Segment, upto: int) -> int | None:
         """Measure the seam blocks of `seg` complete before `upto`; the line where the board
@@ -342,9 +339,7 @@ class Tiler:
             y = seg.start + len(seg.extents) * SEAM_BLOCK
             extent = self._block_extent(y) or (0, self._width)
             seg.extents.append(extent)
-            seg.shades.append(self._block_shade(y, extent))
-            seg.line_means.append(self._line_means(y, extent))
-            del seg.line_means[:-_JOINT_BLOCKS_KEPT]
+            self._measure_block(seg, y, extent)
             ext, shades = seg.extents, seg.shades
             if seg.ref is None:
                 seg.ref, seg.ref_shade = ext[0], shades[0]
@@ -374,12 +369,6 @@ class Tiler:
             seg.ref, seg.ref_shade = cand, shade  # the piece before is no board of its own (an end knot, a short end)
         return None
 
-    def _line_means(self, y: int, extent: tuple[int, int]) -> np.ndarray:
-        """Mean grey across the board of each line of the seam block at `y` (about JOINT_SAMPLES
-        columns): what `may_hold_joint` reads."""
-        step = max(1, (extent[1] - extent[0]) // JOINT_SAMPLES)
-        return self._band.lines(y, y + SEAM_BLOCK)[:, extent[0]:extent[1]:step].mean(axis=(1, 2), dtype=np.float32)
-
     def _joint_line(self, seg: _Segment, yc: int, extent: tuple[int, int]) -> int | None:
         """A joint (`joints.py`: butted boards alike in extent and shade) in the candidate block
         [yc, yc + SEAM_BLOCK), far enough after the board's start for the test's reach; its line
@@ -390,12 +379,11 @@ class Tiler:
         last = yc + SEAM_BLOCK
         if first >= last:
             return None
-        kept = seg.line_means[-_JOINT_BLOCKS_KEPT:]
-        base = seg.start + (len(seg.extents) - len(kept)) * SEAM_BLOCK  # the first kept line
-        if not may_hold_joint(np.concatenate(kept), first - base, last - base):
+        base = seg.start + (len(seg.extents) - len(seg.line_means)) * SEAM_BLOCK  # the first kept line
+        if not may_hold_joint(np.concatenate(seg.line_means), first - base, last - base):
             return None
         lo = first - reach
-        profile = block_profile(self._band.lines(lo, last + reach), extent, JOINT_SAMPLES)
+        profile = block_profile(self._band.lines(lo, last + reach), extent)
         if profile is None:
             return None
         joint = joint_in(profile, first - lo, last - lo)
