@@ -237,7 +237,11 @@ class ScoringModel(nn.Module):
         colour = ((x_hat + 1.0) * 0.5).mean(dim=(2, 3), keepdim=True)
         unit = colour / colour.pow(2).sum(1, keepdim=True).sqrt().clamp_min(1e-3)
         orth = r - (r * unit).sum(1, keepdim=True) * unit
-        amap = orth.pow(2).sum(1, keepdim=True).sqrt()
+        return self._smoothed_max(orth.pow(2).sum(1, keepdim=True).sqrt())
+
+    def _smoothed_max(self, amap: torch.Tensor) -> torch.Tensor:
+        """The largest mean of an anomaly map [B, 1, H, W] over residual_kernel x residual_kernel
+        windows: one pixel of noise does not make a tile's score, a defect of that size does."""
         if self.residual_kernel > 1:
             amap = F.avg_pool2d(amap, self.residual_kernel, stride=1)
         return amap.flatten(1).amax(1)
@@ -252,21 +256,18 @@ class ScoringModel(nn.Module):
         res = self._run(x, need_stages=bool(D_SCORES & set(names)))
         x_hat = res["x_hat"]
         b = x.shape[0]
-        diff = (x - x_hat).abs()
+        signed = x - x_hat
+        diff = signed.abs()
         got: dict[str, torch.Tensor] = {}
         if "latent_l2" in names:
             got["latent_l2"] = (res["z"] - res["z_hat"]).pow(2).flatten(1).mean(1)
         got["image_l1"] = diff.flatten(1).mean(1)
         if "residual_max" in names or "residual_rel" in names:
-            amap = diff.mean(1, keepdim=True)
-            k = self.residual_kernel
-            if k > 1:
-                amap = F.avg_pool2d(amap, k, stride=1)
-            got["residual_max"] = amap.flatten(1).amax(1)
+            got["residual_max"] = self._smoothed_max(diff.mean(1, keepdim=True))
             brightness = (x.flatten(1).mean(1) + 1.0) * 0.5
             got["residual_rel"] = got["residual_max"] / (brightness + REL_FLOOR)
         if "colour_max" in names:
-            got["colour_max"] = self._colour_max(x - x_hat, x_hat)
+            got["colour_max"] = self._colour_max(signed, x_hat)
         if "residual_colour" in names:
             got["residual_colour"] = torch.maximum(self._norm("residual_max", got["residual_max"]),
                                                    self._norm("colour_max", got["colour_max"]))
