@@ -40,9 +40,9 @@ model: $(VENV)/.stamp-train
 	$(EI) export --model $(DEMO)/model/model.pt --out engines/demo.onnx --calibration calibration/current.yaml
 	$(MAKE) demo-calibration
 
-# Calibrates the shipped model on fresh good boards of both styles (target: 2 % false rejects)
-# and 30 defect boards, as an operator would (a new version in calibration/, the old one in
-# history/). Three scans per style: the boards of one scan share its belt, lamp and sensor, so
+# Calibrates the shipped model on fresh good boards of both styles (at most 2 % false rejects
+# with 95 % confidence) and 30 defect boards, as an operator would (a new version in
+# calibration/, the old one in history/). Three scans per style: the boards of one scan share its belt, lamp and sensor, so
 # one scan per style said too little about the next (benchmarks/RESULTS.md, issue 14).
 demo-calibration: $(VENV)/.stamp-base
 	$(EI) synth --out $(DEMO)/cal-good1 --boards 100 --defect-rate 0 --seed 4001
@@ -54,7 +54,7 @@ demo-calibration: $(VENV)/.stamp-base
 	$(EI) synth --out $(DEMO)/cal-defect --boards 30 --defect-rate 1 --seed 4003 --style hard
 	$(EI) calibrate --config config/demo.yaml --scans $(DEMO)/cal-good1 $(DEMO)/cal-good2 $(DEMO)/cal-good3 \
 		$(DEMO)/cal-good4 $(DEMO)/cal-good5 $(DEMO)/cal-good6 \
-		--defect-scans $(DEMO)/cal-defect --target-frr 0.02 --yes
+		--defect-scans $(DEMO)/cal-defect --max-frr 0.02 --yes
 
 bench: $(VENV)/.stamp-base
 	$(EI) bench --config config/demo.yaml

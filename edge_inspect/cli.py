@@ -152,8 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "estimate is then optimistic")
     p.add_argument("--records", type=Path, default=None,
                    help="boards.jsonl the scans were inspected with: refuse if its model differs (default: no check)")
-    p.add_argument("--target-frr", type=float, default=0.01,
-                   help="largest acceptable share of good boards rejected (default: %(default)s)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-frr", type=float, default=None,
+                        help="share of the calibration's good boards the threshold may reject; unseen boards "
+                             "then land near it, above it about half the time (default: 0.01)")
+    target.add_argument("--max-frr", type=float, default=None,
+                        help="false-reject rate not to exceed: the lowest threshold whose 95 %% upper bound "
+                             "stays within it (a higher threshold than --target-frr's, and more good boards "
+                             "needed: 149 for 0.02)")
     p.add_argument("--score", default=None,
                    help="model output to use (default: the current calibration's, else residual_max)")
     p.add_argument("--report", type=Path, default=None,

@@ -33,11 +33,13 @@ from edge_inspect.recalibration.proposal import build_proposal, summary_lines
 from edge_inspect.recalibration.scoring import BoardScores, ScanScores
 from edge_inspect.recalibration.thresholds import (
     allowed_exceedances,
+    allowed_within_bound,
     binom_cdf,
     board_statistic,
     clopper_pearson_upper,
     find_outliers,
     min_good_boards,
+    min_good_boards_for_bound,
     pick_threshold,
 )
 from edge_inspect.tiling.events import BoardEnded, BoardStarted, TileMeta
@@ -97,6 +99,20 @@ def test_threshold_with_ties_never_rejects_more_than_allowed():
     scores = np.array([9.0, 5.0, 5.0] + list(np.linspace(1, 4, 17)))
     c = pick_threshold(scores, 0.10)                 # k = 2, the tie sits on the boundary
     assert c.threshold == 5.0 and c.exceedances == 1
+
+
+def test_bound_target_allows_what_keeps_the_upper_bound_within_it():
+    assert min_good_boards_for_bound(0.02) == 149 and min_good_boards_for_bound(0.05) == 59
+    assert clopper_pearson_upper(0, 149) <= 0.02 < clopper_pearson_upper(0, 148)
+    assert [allowed_within_bound(0.02, n) for n in (148, 149, 300, 600)] == [-1, 0, 1, 6]
+    assert clopper_pearson_upper(6, 600) <= 0.02 < clopper_pearson_upper(7, 600)
+    scores = np.random.default_rng(1).permutation(np.arange(1.0, 601.0))  # 600 boards, 1..600
+    c = pick_threshold(scores, 0.02, "bound")        # k = 6 (a measured 2 % target allows 12)
+    assert c.threshold == pytest.approx(594.5) and (c.allowed, c.exceedances) == (6, 6)
+    assert c.expected_frr == pytest.approx(0.01) and c.frr_upper95 <= 0.02
+    assert pick_threshold(scores, 0.02).exceedances == 12
+    with pytest.raises(ValueError, match="cannot bound"):
+        pick_threshold(scores[:148], 0.02, "bound")
 
 
 def test_threshold_with_no_allowed_exceedance_sits_above_the_worst_board():
@@ -280,15 +296,16 @@ def test_calibrate_apply_meets_its_bound_on_fresh_boards_then_rollback(scans, si
     assert lines[3].startswith("Boards scored: 48 good (2 scans), 8 defect")
     current = yaml.safe_load(original)["tile_threshold"]
     assert lines[4].startswith(f"Current threshold {current:.4f}")
-    assert lines[5].startswith("Proposed threshold ") and "with 95 % confidence, Clopper-Pearson" in lines[5]
-    assert "of 8 defect boards" in lines[5]
+    assert lines[5] == "Target false-reject rate: 5 % measured on the calibration boards"
+    assert lines[6].startswith("Proposed threshold ") and "with 95 % confidence, Clopper-Pearson" in lines[6]
+    assert "of 8 defect boards" in lines[6]
     assert any(line.startswith("Applied: ") for line in lines)
     assert any("applies at next start" in line or "reload" in line for line in lines)
 
     new = load_calibration(site["cal"])
     summary = json.loads((report / "summary.json").read_text())
     assert new.tile_threshold == pytest.approx(summary["calibration"]["tile_threshold"])
-    assert new.target_frr == 0.05 and new.expected_detection is not None
+    assert new.target_frr == 0.05 and new.target_rule == "measured" and new.expected_detection is not None
     assert len(new.model) == 64 and DEMO_MODEL.name not in new.model
     hist = sorted(p.name for p in (site["dir"] / "history").iterdir())
     assert hist == sorted([f"{yaml.safe_load(original)['version']}.yaml", f"{new.version}.yaml"])
@@ -345,7 +362,12 @@ def _refused(capsys, site, *args) -> str:
 @pytest.mark.slow
 def test_refuses_too_few_good_boards(scans, site, capsys):
     err = _refused(capsys, site, "--scans", scans["good"], "--target-frr", "0.01", "--yes")
-    assert "need at least 100 good boards for a 1% target, got 24; record more" in err
+    assert ("need at least 100 good boards for a false-reject target of 1 % measured on the calibration boards, "
+            "got 24; record more (with 24 boards no false reject can be allowed") in err
+    # as a ceiling, 5 % needs 59 boards: 0 rejects in 58 still leaves the 95 % bound at 5.0 %
+    err = _refused(capsys, site, "--scans", scans["good"], "--max-frr", "0.05", "--yes")
+    assert ("need at least 59 good boards for a false-reject target of at most 5 % with 95 % confidence, got 24; "
+            "record more (with 24 boards even none rejected leaves the 95 % bound above 5 %)") in err
 
 
 def test_refuses_scans_scored_with_another_model(scans, site, capsys):
@@ -364,6 +386,12 @@ def test_refuses_defect_boards_passed_as_good(scans, site, capsys):
 def test_usage_errors(site, capsys):
     rc, _, err = _cli(capsys, "calibrate", "--config", site["cfg"])
     assert rc == 2 and "--scans" in err
+    with pytest.raises(SystemExit) as stop:  # argparse: one way of reading the target at a time
+        _cli(capsys, "calibrate", "--config", site["cfg"], "--scans", site["tmp"], "--target-frr", "0.02",
+             "--max-frr", "0.02")
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    rc, _, err = _cli(capsys, "calibrate", "--config", site["cfg"], "--scans", site["tmp"], "--max-frr", "2")
+    assert rc == 2 and "--max-frr must be between 0 and 1, got 2.0" in err
 
 
 @pytest.mark.slow

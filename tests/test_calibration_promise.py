@@ -148,3 +148,22 @@ def test_stated_false_reject_bound_holds_on_fresh_good_boards(site) -> None:
     assert len(records) == 120
     rejected = sum(rec["verdict"] == "reject" for rec in records)
     assert rejected / len(records) <= bound, (rejected, bound)
+
+    # the same boards read as a ceiling: the threshold whose bound stays within 5 %
+    bounded = site["tmp"] / "report-bound"
+    r = run_cli("calibrate", "--config", site["cfg"], "--scans", cal_a, cal_b, "--max-frr", "0.05",
+                "--report", bounded)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Target false-reject rate: at most 5 % with 95 % confidence" in r.stdout.splitlines()
+    summary_b = json.loads((bounded / "summary.json").read_text())
+    frr_b = summary_b["false_rejects"]
+    assert frr_b["rejected"] == 1 and frr_b["upper_bound"] <= 0.05  # 1 in 120: 3.9 %; 2 in 120: 5.2 %
+    assert summary_b["calibration"]["target_rule"] == "bound"
+    assert summary_b["calibration"]["tile_threshold"] > summary["calibration"]["tile_threshold"]
+    cfg["decision"]["calibration"] = str(bounded / "proposed.yaml")
+    proposed_cfg.write_text(yaml.safe_dump(cfg))
+    r = run_cli("replay", fresh / "scan.png", "--config", proposed_cfg, "--out", site["tmp"] / "fresh-records-b")
+    assert r.returncode == 0, r.stderr[-2000:]
+    records = [json.loads(x) for x in (site["tmp"] / "fresh-records-b" / "boards.jsonl").read_text().splitlines()]
+    assert len(records) == 120
+    assert sum(rec["verdict"] == "reject" for rec in records) / len(records) <= 0.05

@@ -36,6 +36,13 @@ def _from_file(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("from_file"))
 
 
+# How a false-reject target is read. `measured`: the share of calibration good boards over the
+# threshold is the target, so unseen boards land near it and above it about half the time.
+# `bound`: the target is a ceiling, the threshold the lowest whose one-sided 95 % upper bound
+# stays within it, so unseen boards like these stay under it 19 times in 20.
+TargetRule = Literal["measured", "bound"]
+
+
 class BoardRule(BaseModel):
     """How tile scores make a board score: `max` (the worst tile), `topk_mean` (mean of the k
     worst, steadier against single-tile noise) or `count` (number of tiles over the threshold)."""
@@ -61,6 +68,8 @@ class Calibration(BaseModel):
     tile_threshold: float
     board_rule: BoardRule = BoardRule()
     target_frr: float | None = Field(None, ge=0, le=1)
+    target_rule: TargetRule = Field(
+        "measured", description="target_frr as the calibration boards' measured rate, or as its 95 % upper bound")
     expected_frr: float | None = Field(None, ge=0, le=1)
     expected_detection: float | None = Field(None, ge=0, le=1)
     source: str = ""

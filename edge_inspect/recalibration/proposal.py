@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from edge_inspect.decision.calibration_file import BoardRule, Calibration
+from edge_inspect.decision.calibration_file import BoardRule, Calibration, TargetRule
 from edge_inspect.errors import InputDataError
 from edge_inspect.recalibration.scoring import BoardScores, ScanScores
 from edge_inspect.recalibration.thresholds import (
@@ -17,7 +17,7 @@ from edge_inspect.recalibration.thresholds import (
     board_statistic,
     clopper_pearson_upper,
     find_outliers,
-    min_good_boards,
+    min_boards_for,
     pick_threshold,
     rejected,
 )
@@ -82,12 +82,20 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-def refuse_if_too_few(n: int, target_frr: float) -> None:
-    need = min_good_boards(target_frr)
+def target_words(target_frr: float, rule: TargetRule) -> str:
+    if rule == "bound":
+        return f"at most {100 * target_frr:g} % with 95 % confidence"
+    return f"{100 * target_frr:g} % measured on the calibration boards"
+
+
+def refuse_if_too_few(n: int, target_frr: float, rule: TargetRule) -> None:
+    need = min_boards_for(target_frr, rule)
     if n < need:
+        why = (f"with {n} boards even none rejected leaves the 95 % bound above {100 * target_frr:g} %"
+               if rule == "bound" else f"with {n} boards no false reject can be allowed, so the target cannot be checked")
         raise CalibrationRefused(
-            f"need at least {need} good boards for a {100 * target_frr:g}% target, got {n}; record more "
-            f"(with {n} boards no false reject can be allowed, so the target cannot be checked)"
+            f"need at least {need} good boards for a false-reject target of {target_words(target_frr, rule)}, "
+            f"got {n}; record more ({why})"
         )
 
 
@@ -130,13 +138,14 @@ def build_proposal(
     version: str,
     current: Calibration | None,
     training_scans: list[Path] | None = None,
+    target_rule: TargetRule = "measured",
 ) -> Proposal:
     good = [b for s in good_scans for b in s.complete]
     left_out = sum(len(s.boards) - len(s.complete) for s in good_scans)
-    refuse_if_too_few(len(good), target_frr)
+    refuse_if_too_few(len(good), target_frr, target_rule)
     good_stats = np.array([board_statistic(b.tile_scores, rule) for b in good], np.float64)
     refuse_if_outliers(good_stats)
-    choice = pick_threshold(good_stats, target_frr)
+    choice = pick_threshold(good_stats, target_frr, target_rule)
 
     per_scan, first = [], 0
     for s in good_scans:
@@ -170,7 +179,7 @@ def build_proposal(
     now = datetime.now(timezone.utc)
     cal = Calibration(
         version=version, created=now.isoformat(timespec="seconds"), model=model_sha256, score=score,
-        tile_threshold=choice.threshold, board_rule=rule, target_frr=target_frr,
+        tile_threshold=choice.threshold, board_rule=rule, target_frr=target_frr, target_rule=target_rule,
         expected_frr=choice.expected_frr, expected_detection=detection, source=source,
         good_scores=drift_reference(good_stats, choice.threshold),
     )
@@ -204,6 +213,8 @@ def summary_lines(p: Proposal) -> list[str]:
         lines.append(f"Current threshold {c.tile_threshold:.4f}{note}: {p.current_good_rejects} of {n} good boards "
                      f"rejected ({_pct(p.current_good_rejects / n)})")
     ch = p.choice
+    cal = p.calibration
+    lines.append(f"Target false-reject rate: {target_words(cal.target_frr or 0.0, cal.target_rule)}")
     prop = (f"Proposed threshold {ch.threshold:.4f}: {ch.exceedances} of {n} good boards rejected (measured "
             f"false-reject rate {_pct(ch.expected_frr)}; at most {_pct(ch.frr_upper95)} with 95 % confidence, "
             f"Clopper-Pearson upper bound)")

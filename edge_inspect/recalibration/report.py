@@ -26,6 +26,7 @@ from edge_inspect.recalibration.proposal import (
     Proposal,
     false_reject_statement,
     summary_lines,
+    target_words,
 )
 from edge_inspect.recalibration.scoring import BoardScores, board_pixels
 
@@ -146,7 +147,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.2em .5em
 <p>{html.escape(false_reject_statement(p))} Boards unlike these (another wood, other lighting) are not covered:
 calibrate on scans from several days, and watch the drift alarm.</p>
 <p>Model {html.escape(cal.model or '?')}, score <b>{html.escape(cal.score)}</b>, board rule
-<b>{html.escape(p.rule.type)}</b>, target false-reject rate {100 * (cal.target_frr or 0):g} %.</p>
+<b>{html.escape(p.rule.type)}</b>, target false-reject rate {html.escape(target_words(cal.target_frr or 0.0, cal.target_rule))}.</p>
 <img alt="board score histogram" src="data:image/png;base64,{_b64(hist)}">
 <h2>Worst good boards</h2>
 <p>The good boards that score highest, with their tile scores as heat colours against the proposed threshold

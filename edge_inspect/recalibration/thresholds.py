@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_inspect.decision.calibration_file import BoardRule
+from edge_inspect.decision.calibration_file import BoardRule, TargetRule
 
 # A float product like 0.07 * 100 can land just below an integer; floor must not lose it.
 _EPS = 1e-9
+CONFIDENCE = 0.95
 
 
 def board_statistic(tile_scores: np.ndarray, rule: BoardRule) -> float:
@@ -56,6 +57,36 @@ def allowed_exceedances(target_frr: float, n: int) -> int:
     return int(math.floor(target_frr * n + _EPS))
 
 
+def min_good_boards_for_bound(max_frr: float, confidence: float = CONFIDENCE) -> int:
+    """Below this even no false reject leaves the upper bound over `max_frr`: the bound of 0 in n
+    is 1 - (1 - confidence)**(1/n)."""
+    if not 0 < max_frr < 1:
+        raise ValueError(f"target FRR must be between 0 and 1, got {max_frr}")
+    return math.ceil(math.log(1.0 - confidence) / math.log1p(-max_frr) - _EPS)
+
+
+def allowed_within_bound(max_frr: float, n: int, confidence: float = CONFIDENCE) -> int:
+    """The most good boards that may be over the threshold with the upper bound still within
+    `max_frr`; -1 when even none is too many (too few boards). The bound grows with k, so the
+    answer is found by bisection."""
+    ok, too_many = -1, n  # the bound of n in n is 1
+    while too_many - ok > 1:
+        mid = (ok + too_many) // 2
+        if clopper_pearson_upper(mid, n, confidence) <= max_frr:
+            ok = mid
+        else:
+            too_many = mid
+    return ok
+
+
+def min_boards_for(target_frr: float, rule: TargetRule) -> int:
+    return min_good_boards_for_bound(target_frr) if rule == "bound" else min_good_boards(target_frr)
+
+
+def allowed_for(target_frr: float, rule: TargetRule, n: int) -> int:
+    return allowed_within_bound(target_frr, n) if rule == "bound" else allowed_exceedances(target_frr, n)
+
+
 def binom_cdf(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p), summed in log space so large n does not overflow."""
     if k < 0:
@@ -71,7 +102,7 @@ def binom_cdf(k: int, n: int, p: float) -> float:
     return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
 
 
-def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
+def clopper_pearson_upper(k: int, n: int, confidence: float = CONFIDENCE) -> float:
     """One-sided upper confidence bound of a rate after k events in n trials: the p at which
     seeing k or fewer would happen only 1 - confidence of the time (the Beta(k+1, n-k)
     quantile), found by bisection on the binomial CDF, which falls as p grows."""
@@ -96,15 +127,15 @@ def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
 class ThresholdChoice:
     threshold: float
     n: int                  # good boards used
-    allowed: int            # exceedances the target allows, floor(target * n)
+    allowed: int            # exceedances the target allows (floor(target * n) when measured)
     exceedances: int        # good boards over the chosen threshold (<= allowed; less on ties)
     expected_frr: float     # exceedances / n
     frr_upper95: float      # one-sided 95 % Clopper-Pearson bound for exceedances in n
 
 
-def pick_threshold(good_stats: np.ndarray, target_frr: float, confidence: float = 0.95) -> ThresholdChoice:
+def pick_threshold(good_stats: np.ndarray, target_frr: float, rule: TargetRule = "measured") -> ThresholdChoice:
     """Midway between the (k+1)-th largest good-board statistic and the k-th (the next one up),
-    k = floor(target * n): exactly the k worst good boards are rejected, and the threshold sits
+    k allowed by the target (`allowed_for`): exactly the k worst good boards are rejected, and the threshold sits
     in the gap rather than on a board. Ties at the boundary keep the threshold on the tied value,
     which rejects fewer than k (the count reported is the real one). With k = 0 the threshold
     goes above the worst board by half the gap to the second worst."""
@@ -114,7 +145,9 @@ def pick_threshold(good_stats: np.ndarray, target_frr: float, confidence: float 
     if n == 0:
         raise ValueError("no good boards")
     desc = np.sort(s)[::-1]
-    k = min(allowed_exceedances(target_frr, n), n - 1)
+    k = min(allowed_for(target_frr, rule, n), n - 1)
+    if k < 0:
+        raise ValueError(f"{n} good boards cannot bound the false-reject rate within {target_frr}")
     lower = desc[k]  # (k+1)-th largest: must stay accepted
     if k == 0:
         gap = desc[0] - desc[1] if n > 1 and math.isfinite(desc[1]) else 0.0
@@ -127,7 +160,7 @@ def pick_threshold(good_stats: np.ndarray, target_frr: float, confidence: float 
     exceed = int(np.count_nonzero(s > thr))
     return ThresholdChoice(
         threshold=float(thr), n=n, allowed=k, exceedances=exceed, expected_frr=exceed / n,
-        frr_upper95=clopper_pearson_upper(exceed, n, confidence),
+        frr_upper95=clopper_pearson_upper(exceed, n, CONFIDENCE),
     )
 
 
