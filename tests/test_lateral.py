@@ -14,7 +14,7 @@ from test_tiling import feed, make_cfg, strips_of
 
 from edge_inspect.tiling.lateral import board_extent
 from edge_inspect.tiling.segmenter import foreground_mask
-from edge_inspect.tiling.tiler import Tiler
+from edge_inspect.tiling.tiler import Tiler, _step_at
 
 T = 32
 CONVEYOR, WOOD = 15, 180
@@ -280,6 +280,28 @@ def shade_ends(band: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> None:
     for y in range(y0, y1):
         d = min(y - y0, y1 - 1 - y)
         band[y, x0:x1] = (band[y, x0:x1] * (1.0 - 0.10 * np.exp(-d / 6.0))).astype(np.uint8)
+
+
+# Per-line shade (median across the board) of the 64 lines the tiler searched for the seam between
+# boards 28 and 29 of the hard-case scan of seed 86001, from line 26529: dark wood whose sawn end
+# fades over its last 10 lines, then the darker board butted to it from line 26581.
+SEED_86001_SHADES = [49.0, 50.0, 49.0, 49.0, 49.5, 50.0, 50.0, 49.0, 50.0, 49.0, 49.0, 50.0, 49.0, 50.0, 49.0,
+                     49.0, 49.0, 50.0, 49.0, 49.0, 50.0, 49.0, 49.0, 49.0, 49.0, 49.0, 49.0, 49.5, 49.0, 49.0,
+                     49.0, 49.0, 49.0, 49.0, 49.0, 49.0, 49.0, 49.0, 49.0, 49.0, 49.0, 49.0, 48.5, 48.0, 47.0,
+                     47.0, 47.0, 47.0, 46.0, 46.0, 45.0, 44.0, 29.0, 30.0, 30.0, 31.0, 31.0, 31.0, 31.0, 31.0,
+                     31.0, 32.0, 32.0, 32.0]
+
+
+def test_a_seam_step_is_on_the_change_wherever_it_lies_in_the_window():
+    """The change late in the window, after a fading end: the seam is on its line. A regression:
+    the step was placed where the fading end crossed the midpoint of the two blocks' medians; with
+    the change late in the second block that median was still the old board's, and the seam came
+    8 lines early (26573), so the next board's record overlapped this one."""
+    assert _step_at(-np.array(SEED_86001_SHADES), 26529) == 26581
+    rng = np.random.default_rng(15)
+    for at in (1, 5, 20, 32, 44, 59, 63):  # foreground votes rising anywhere, with noise
+        votes = np.r_[np.zeros(at), np.full(64 - at, 80.0)] + rng.normal(0, 3, 64)
+        assert _step_at(votes, 1000) == 1000 + at, at
 
 
 def test_butted_boards_alike_in_width_and_shade_are_split_at_their_joint():

@@ -81,11 +81,16 @@ def _shade_jump(a: float, b: float) -> bool:
 
 
 def _step_at(vote: np.ndarray, y0: int) -> int:
-    """The line of [y0, y0 + 2 blocks) where per-line votes step from an old block's level to a
-    new (higher) one: the k minimising the sum over lines [0, k) of the votes less the midpoint
-    of the two blocks' medians (most lines of the first block are old, of the second new)."""
-    mid = (np.median(vote[:SEAM_BLOCK]) + np.median(vote[SEAM_BLOCK:])) / 2
-    return y0 + 1 + int(np.argmin(np.cumsum(vote - mid)[:-1]))
+    """The line of [y0, y0 + 2 blocks) where per-line votes rise from an old level to a new one:
+    the split k maximising sqrt(k (n - k) / n) x (mean after k - mean before k), the least-squares
+    fit of two levels, rises only. It holds wherever in the window the change lies and whatever
+    ramps into it: a midpoint between the two blocks' medians put the seam where a sawn end's
+    fading shade crossed it, 8 lines early when the change lay late in the second block."""
+    n = len(vote)
+    k = np.arange(1, n)
+    before = np.cumsum(vote, dtype=np.float64)[:-1]
+    rise = (before[-1] + vote[-1] - before) / (n - k) - before / k
+    return y0 + int(k[np.argmax(np.sqrt(k * (n - k) / n) * rise)])
 
 
 class Tiler:
@@ -403,9 +408,10 @@ class Tiler:
         """Where in [y0, y0 + 2 blocks) (the last old-looking block and the first new one) the
         board changes: each line votes with its foreground in the columns only the new extent has
         minus that in the columns only the old has, and the seam is where the votes step
-        (`_step_at`). Centring on the blocks' medians matters: uncentred, a board wider than the
-        one before (votes >= 0) put the seam at y0; centred on the full column counts, dark wood
-        partly under the foreground level (its darker side, its fading end) put it early."""
+        (`_step_at`). The step is fitted between two levels rather than found by a sign: uncentred,
+        a board wider than the one before (votes >= 0) put the seam at y0; centred on the full
+        column counts, dark wood partly under the foreground level (its darker side, its fading
+        end) put it early."""
         fg = self._foreground(y0, y0 + 2 * SEAM_BLOCK)
         cols = np.arange(self._width)
         in_old = (cols >= old[0]) & (cols < old[1])
