@@ -42,8 +42,9 @@ model: $(VENV)/.stamp-train
 
 # Calibrates the shipped model on fresh good boards of both styles (at most 2 % false rejects
 # with 95 % confidence) and 30 defect boards, as an operator would (a new version in
-# calibration/, the old one in history/). Three scans per style: the boards of one scan share its belt, lamp and sensor, so
-# one scan per style said too little about the next (benchmarks/RESULTS.md, issue 14).
+# calibration/, the old one in history/). Three scans per style: the boards of one scan share
+# its belt, lamp and sensor, so one scan per style said too little about the next
+# (benchmarks/RESULTS.md, issue 14).
 demo-calibration: $(VENV)/.stamp-base
 	$(EI) synth --out $(DEMO)/cal-good1 --boards 100 --defect-rate 0 --seed 4001
 	$(EI) synth --out $(DEMO)/cal-good2 --boards 100 --defect-rate 0 --seed 4002 --style hard
