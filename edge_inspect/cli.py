@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--max-frr", type=float, default=None,
                         help="false-reject rate not to exceed: the lowest threshold whose 95 %% upper bound "
                              "stays within it (a higher threshold than --target-frr's, and more good boards "
-                             "needed: 149 for 0.02)")
+                             "needed: 149 for 0.02; default: none, --target-frr applies)")
     p.add_argument("--score", default=None,
                    help="model output to use (default: the current calibration's, else residual_max)")
     p.add_argument("--report", type=Path, default=None,
