@@ -153,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", type=Path, default=None,
                    help="boards.jsonl the scans were inspected with: refuse if its model differs (default: no check)")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--target-frr", type=float, default=None,
+    target.add_argument("--target-frr", type=float, default=0.01,
                         help="share of the calibration's good boards the threshold may reject; unseen boards "
-                             "then land near it, above it about half the time (default: 0.01)")
+                             "then land near it, above it about half the time (default: %(default)s)")
     target.add_argument("--max-frr", type=float, default=None,
                         help="false-reject rate not to exceed: the lowest threshold whose 95 %% upper bound "
                              "stays within it (a higher threshold than --target-frr's, and more good boards "

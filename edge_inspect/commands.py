@@ -330,10 +330,11 @@ def calibrate(args: argparse.Namespace) -> int:
     if not args.scans:
         sys.stderr.write("edge-inspect calibrate: error: --scans is required (or --rollback)\n")
         return 2
-    target_flag, target_frr = ("--max-frr", args.max_frr) if args.max_frr is not None else (
-        "--target-frr", 0.01 if args.target_frr is None else args.target_frr)
+    bound = args.max_frr is not None  # the two flags are mutually exclusive
+    target_frr = args.max_frr if bound else args.target_frr
     if not 0 < target_frr < 1:
-        sys.stderr.write(f"edge-inspect calibrate: error: {target_flag} must be between 0 and 1, got {target_frr}\n")
+        flag = "--max-frr" if bound else "--target-frr"
+        sys.stderr.write(f"edge-inspect calibrate: error: {flag} must be between 0 and 1, got {target_frr}\n")
         return 2
     # every path checked before any work starts; each argument may stand for several scans
     sets = [(flag, scan_set(p, cfg.camera.lines_per_frame))
@@ -362,7 +363,7 @@ def calibrate(args: argparse.Namespace) -> int:
         backend.close()
     proposal = build_proposal(good_scores, defect_scores, target_frr, score, rule, sha,
                               new_version(current_path), current, [t.scan for t in learned],
-                              "bound" if target_flag == "--max-frr" else "measured")
+                              "bound" if bound else "measured")
     cal = proposal.calibration
     report_dir = args.report or current_path.parent / "reports" / cal.version
     page = write_report(proposal, report_dir, cfg.tiling.tile_size)

@@ -135,8 +135,8 @@ class ThresholdChoice:
 
 def pick_threshold(good_stats: np.ndarray, target_frr: float, rule: TargetRule = "measured") -> ThresholdChoice:
     """Midway between the (k+1)-th largest good-board statistic and the k-th (the next one up),
-    k allowed by the target (`allowed_for`): exactly the k worst good boards are rejected, and the threshold sits
-    in the gap rather than on a board. Ties at the boundary keep the threshold on the tied value,
+    k allowed by the target (`allowed_for`): exactly the k worst good boards are rejected, and
+    the threshold sits in the gap rather than on a board. Ties at the boundary keep the threshold on the tied value,
     which rejects fewer than k (the count reported is the real one). With k = 0 the threshold
     goes above the worst board by half the gap to the second worst."""
     s = np.asarray(good_stats, dtype=np.float64)
