@@ -78,6 +78,8 @@ def test_ganomaly_with_d_adds_outputs_after_the_contract() -> None:
     lam = full.lam
     np.testing.assert_allclose(a["combined"], lam * a["image_l1"] + (1 - lam) * a["feature_l2"], rtol=1e-5)
     np.testing.assert_allclose(a["residual_colour"], np.maximum(a["residual_max"], a["colour_max"]), rtol=1e-6)
+    np.testing.assert_allclose(a["residual_colour_greying"], np.maximum(a["residual_colour"], a["greying_max"]),
+                               rtol=1e-6)
     maps = map_tiles(full, tiles)
     assert maps.shape == (4, 32, 32)
     np.testing.assert_allclose(maps.reshape(4, -1).max(1), a["pixel_max"], rtol=1e-5)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_inspect.models.blocks import upsample_to
+from edge_inspect.models.greying import greying_max
 from edge_inspect.models.names import (ALL_SCORES, COLOUR_SCORES, COMPOSITE_PARTS, D_SCORES, GANOMALY_SCORES,
                                       OPT_IN_SCORES)
 
@@ -98,6 +99,12 @@ class ScoringModel(nn.Module):
         grain's brightness residual hides stands out in colour (opt-in);
       * ``residual_colour``: the larger of the normalised ``residual_max`` and ``colour_max``
         (both must be exported; opt-in);
+      * ``greying_max``: how far the tile's wood turns grey past its own greyest (earlywood)
+        colour, from the camera's pixels alone (``greying.py``: a chalk mark or a pale stain of a
+        few grey levels, which no residual separates from grain), over the default window of
+        ``residual_kernel_for`` (16 px at 256; opt-in, colour only);
+      * ``residual_colour_greying``: the largest of the normalised ``residual_max``,
+        ``colour_max`` and ``greying_max`` (all three exported; opt-in);
       * ``feature_l1`` / ``feature_l2``: mean |f(x) - f(x_hat)| / mean (f(x) - f(x_hat))^2 of D's
         last features f (the wood study's discriminator residuals; Skip-GANomaly's latent score);
       * ``combined``: lam * image_l1 + (1 - lam) * feature_l2 (Skip-GANomaly's A(x), lam = 0.9;
@@ -268,9 +275,13 @@ class ScoringModel(nn.Module):
             got["residual_rel"] = got["residual_max"] / (brightness + REL_FLOOR)
         if "colour_max" in names:
             got["colour_max"] = self._colour_max(signed, x_hat)
-        if "residual_colour" in names:
-            got["residual_colour"] = torch.maximum(self._norm("residual_max", got["residual_max"]),
-                                                   self._norm("colour_max", got["colour_max"]))
+        if "greying_max" in names:
+            got["greying_max"] = greying_max(tiles.permute(0, 3, 1, 2).to(torch.float32),
+                                             residual_kernel_for(self.tile))
+        for composite in ("residual_colour", "residual_colour_greying"):
+            if composite in names:
+                parts = [self._norm(p, got[p]) for p in COMPOSITE_PARTS[composite]]
+                got[composite] = torch.stack(parts, 0).amax(0)
         if "d_stages" in res:
             last = res["d_stages"][-1]
             fdiff = last[:b] - last[b:]
