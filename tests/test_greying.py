@@ -61,8 +61,8 @@ def test_the_board_edge_against_the_conveyor_does_not_count(base: tuple[int, int
 
 def test_clipped_pale_wood_does_not_read_as_grey() -> None:
     """Wood so pale that its red channel clips at 255 in places: a clipped pixel is greyer than
-    its wood (counted, they make it 0.9-6.2), so clipped pixels are left out and a good board that the
-    exposure clips is not a mark."""
+    its wood (counted, they make it 0.9-6.2), so clipped pixels are left out, and a good board
+    that the exposure clips is not a mark."""
     for red in (250, 262, 280):
         tile = _wood((red, int(red * 0.86), int(red * 0.635)))
         assert (tile[..., 0] == 255).mean() > 0.03
