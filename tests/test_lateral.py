@@ -274,12 +274,12 @@ def test_butted_boards_of_the_same_width_but_another_shade_are_split():
             assert ends == [(100, 1300, "gap")], (size, ends)
 
 
-def shade_ends(band: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> None:
-    """A board's sawn ends: a line d lines from either end 10 % x exp(-d / 6) darker (the way the
-    synthetic generator draws them)."""
+def shade_ends(band: np.ndarray, y0: int, y1: int, x0: int, x1: int, depth: float = 0.10) -> None:
+    """A board's sawn ends: a line d lines from either end `depth` x exp(-d / 6) darker (the way
+    the synthetic generator draws them)."""
     for y in range(y0, y1):
         d = min(y - y0, y1 - 1 - y)
-        band[y, x0:x1] = (band[y, x0:x1] * (1.0 - 0.10 * np.exp(-d / 6.0))).astype(np.uint8)
+        band[y, x0:x1] = (band[y, x0:x1] * (1.0 - depth * np.exp(-d / 6.0))).astype(np.uint8)
 
 
 # Per-line shade (median across the board) of the 64 lines the tiler searched for the seam between
@@ -339,3 +339,24 @@ def test_butted_boards_alike_in_width_and_shade_are_split_at_their_joint():
         for one in (crack, hole, knot, ring, step, butted(1.0, 19, shaded=False)):
             ends = [(b.start_line, b.end_line, b.reason) for b in feed(Tiler(cfg, 200, 1), strips_of(one, size)).boards()]
             assert ends == [(100, 1300, "gap")], (size, ends)
+
+
+def test_butted_boards_of_another_shade_are_split_on_the_line_of_the_change():
+    """Boards of shades more than SHADE_JUMP apart, butted, split on the line where the shade
+    changes, wherever that lies in a seam block. Two regressions:
+    * darker wood with shaded ends, then brighter wood whose end is shaded only 4 %: the joint
+      test found the joint in the block holding both, and a line or two early passed as deeper
+      (seed 86001, board 48, pale wood butted to dark: the split came a line late);
+    * 30 % darker wood, ends not shaded, the change mid-block: that block's shade lay halfway,
+      the board's shade followed it as drift, and the next block was no jump from it either:
+      one record for both boards."""
+    cfg = make_cfg(foreground_level=40, exit_fraction=0.05, min_board_lines=150, max_board_lines=100000)
+    for first, second, depth in ((1 / 1.4, 1.0, 0.04), (1.0, 0.7, 0.0)):
+        for joint in range(690, 722, 3):
+            band = scene(1500, 200, [(100, joint, 20, 180, 0.0), (joint, 1300, 20, 180, 0.0)], seed=joint)
+            band[100:joint, 20:180] = (band[100:joint, 20:180] * first).astype(np.uint8)
+            band[joint:1300, 20:180] = (band[joint:1300, 20:180] * second).astype(np.uint8)
+            shade_ends(band, 100, joint, 20, 180, 0.10 if depth else 0.0)
+            shade_ends(band, joint, 1300, 20, 180, depth)
+            ends = [(b.start_line, b.end_line, b.reason) for b in feed(Tiler(cfg, 200, 1), strips_of(band, 64)).boards()]
+            assert ends == [(100, joint, "seam"), (joint, 1300, "gap")], (first, second, joint, ends)

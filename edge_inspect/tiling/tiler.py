@@ -75,9 +75,9 @@ def _jump(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return abs(a[0] - b[0]) > SEAM_JUMP_PX or abs(a[1] - b[1]) > SEAM_JUMP_PX
 
 
-def _shade_jump(a: float, b: float) -> bool:
+def _shade_jump(a: float, b: float, ratio: float = SHADE_JUMP) -> bool:
     lo, hi = min(a, b), max(a, b)
-    return hi > (1.0 + SHADE_JUMP) * max(lo, 1.0)
+    return hi > (1.0 + ratio) * max(lo, 1.0)
 
 
 def _step_at(vote: np.ndarray, y0: int) -> int:
@@ -332,10 +332,12 @@ class Tiler:
     def _seam_in(self, seg: _Segment, upto: int) -> int | None:
         """Measure the seam blocks of `seg` complete before `upto`; the line where the board
         changes from its established extent and shade (`ref`, `ref_shade`, which follow slow
-        drift such as skew) and stays changed for SEAM_CONFIRM more blocks; or None. A change is
+        drift such as skew; the shade not to a block more than SHADE_JUMP / 2 from it: a change
+        mid-block leaves that block's shade halfway, and following it hid the change from the
+        next block) and stays changed for SEAM_CONFIRM more blocks; or None. A change is
         an extent jumping by more than SEAM_JUMP_PX to one a board could have (a block that is no
         plausible board, a sliver beside a dark stain, changes nothing), or, at the same extent,
-        the shade changing by more than SHADE_JUMP (butted boards of the same width but of
+        the shade changing by more than SHADE_JUMP, the blocks after it too and alike (butted boards of the same width but of
         different wood: within one board, the median of three blocks' shades (each the median
         of its lines' medians) against the block before changed by at most 0.22 over 430
         synthetic boards, knots and stains included, 0.09 at the 99th percentile); or, at the
@@ -353,20 +355,24 @@ class Tiler:
             cand, after = ext[-1 - SEAM_CONFIRM], ext[-SEAM_CONFIRM:]
             shade = shades[-1 - SEAM_CONFIRM]
             moved, shaded = _jump(seg.ref, cand), _shade_jump(seg.ref_shade, shade)
+            passing = shaded and any(_shade_jump(shade, a) for a in shades[-SEAM_CONFIRM:])
+            held = shaded and all(_shade_jump(seg.ref_shade, a) for a in shades[-SEAM_CONFIRM:])
             y0 = y - SEAM_CONFIRM * SEAM_BLOCK - SEAM_BLOCK  # the block before the candidate
             if moved:
                 if not self._plausible(seg.ref, cand) or any(_jump(cand, a) for a in after):
                     continue
                 line = self._seam_line(y0, seg.ref, cand)
-            elif shaded:
-                if any(_shade_jump(shade, a) for a in shades[-SEAM_CONFIRM:]):
-                    seg.ref = cand  # a passing stain: the extent follows, the shade waits
-                    continue
+            elif passing:
+                seg.ref = cand  # a passing stain: the extent follows, the shade waits
+                continue
+            elif held:
                 line = self._shade_line(y0, seg.ref_shade, shade, cand)
             else:
                 joint = self._joint_line(seg, y0 + SEAM_BLOCK, cand)
                 if joint is None:
-                    seg.ref, seg.ref_shade = cand, shade
+                    seg.ref = cand
+                    if not _shade_jump(seg.ref_shade, shade, SHADE_JUMP / 2):
+                        seg.ref_shade = shade
                     continue
                 line = joint
             if line - seg.start >= self._min_board:
@@ -392,11 +398,29 @@ class Tiler:
         if profile is None:
             return None
         joint = joint_in(profile, first - lo, last - lo)
-        return None if joint is None else lo + joint
+        return None if joint is None else self._on_shade_step(lo + joint, extent)
 
-    def _shade_line(self, y0: int, old: float, new: float, extent: tuple[int, int]) -> int:
-        """Where in [y0, y0 + 2 blocks) the wood's shade steps from `old` to `new`."""
-        shades = np.median(self._shade_sample(y0, y0 + 2 * SEAM_BLOCK, extent), axis=1)  # per line
+    def _on_shade_step(self, joint: int, extent: tuple[int, int]) -> int:
+        """A joint where the wood's shade also steps by more than SHADE_JUMP (the 32 lines before
+        it against the 32 after) is placed where the shade steps (`_shade_line`), not where the
+        dip is deepest. Why: the joint can be found in the block that holds both boards, before
+        the shade seam is; where one board is much darker and its end shading only a grey level
+        or two (seed 86001, board 48: pale wood at 124 butted to dark wood at 28), a line past
+        the change passed as deeper, and the record before held the next board's first line."""
+        y0 = joint - SEAM_BLOCK
+        shades = self._line_shades(y0, extent)
+        old, new = float(np.median(shades[:SEAM_BLOCK])), float(np.median(shades[SEAM_BLOCK:]))
+        return self._shade_line(y0, old, new, extent, shades) if _shade_jump(old, new) else joint
+
+    def _line_shades(self, y0: int, extent: tuple[int, int]) -> np.ndarray:
+        """The median grey across the board of each line of [y0, y0 + 2 blocks)."""
+        return np.median(self._shade_sample(y0, y0 + 2 * SEAM_BLOCK, extent), axis=1)
+
+    def _shade_line(self, y0: int, old: float, new: float, extent: tuple[int, int],
+                    shades: np.ndarray | None = None) -> int:
+        """Where in [y0, y0 + 2 blocks) the wood's shade steps from `old` to `new` (`shades`: the
+        lines' shades when already measured)."""
+        shades = self._line_shades(y0, extent) if shades is None else shades
         return _step_at(shades if new > old else -shades, y0)
 
     def _plausible(self, old: tuple[int, int], new: tuple[int, int]) -> bool:
