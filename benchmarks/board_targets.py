@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             scans, out = args.work / f"{style}-{seed}", args.work / f"{style}-{seed}-records"
             _cli("synth", "--out", str(scans), "--boards", str(args.boards), "--seed", str(seed), "--style", style)
+            (out / "boards.jsonl").unlink(missing_ok=True)  # replay appends: left by a run cut short
             _cli("replay", str(scans / "scan.png"), "--config", str(args.config), "--out", str(out))
             recs = [json.loads(x) for x in (out / "boards.jsonl").read_text().splitlines()]
-            (out / "boards.jsonl").unlink()  # replay appends: the next run starts clean
             m = measure(recs, json.loads((scans / "ground_truth.json").read_text()))
             t = total.setdefault(style, dict.fromkeys(m, 0))
             for k, v in m.items():
