@@ -242,7 +242,10 @@ heatmaps: {{enabled: true, max_bytes: 150000, max_width: 128}}
     records = [json.loads(x) for x in (tmp_path / "records" / "boards.jsonl").read_text().splitlines()]
     assert [r["board_id"] for r in records] == list(range(1, len(records) + 1))
     assert len(records) == stopped["boards"] > 12
-    assert records[-1]["incomplete"] and "stopped" in records[-1]["reasons"][-1], records[-3:]
+    # Under load strips can be dropped (counted as lines lost): the board they cut is closed then,
+    # and the stop may land on belt before the next one begins (seen beside two busy loops and a benchmark).
+    cut_by = ("stopped", "lines_lost") if stopped["lines_lost"] else ("stopped",)
+    assert records[-1]["incomplete"] and any(c in records[-1]["reasons"][-1] for c in cut_by), records[-3:]
     assert records[0]["calibration"] != "reloaded-v2" and records[-1]["calibration"] == "reloaded-v2"
     versions = [r["calibration"] for r in records]
     assert versions == sorted(versions, key=lambda v: v == "reloaded-v2")  # one switch, never back
