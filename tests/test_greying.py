@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from edge_inspect.models.greying import greying_max
+from edge_inspect.models.scoring import raw_nchw
 
 PALE, DARK, NEAR_CLIPPING = (200, 170, 130), (55, 45, 33), (236, 203, 150)
 
@@ -39,7 +40,7 @@ def _wood(base: tuple[int, int, int], lift: float = 0.0, conveyor_from: float | 
 
 
 def _score(tile: np.ndarray) -> float:
-    return float(greying_max(torch.from_numpy(tile[None]).permute(0, 3, 1, 2).float(), 16)[0])
+    return float(greying_max(raw_nchw(torch.from_numpy(tile[None])), 16)[0])
 
 
 @pytest.mark.parametrize("base", [PALE, DARK, NEAR_CLIPPING], ids=["pale", "dark", "near-clipping"])
@@ -71,7 +72,7 @@ def test_clipped_pale_wood_does_not_read_as_grey() -> None:
 
 def test_one_score_per_tile_in_a_batch() -> None:
     tiles = np.stack([_wood(PALE), _wood(PALE, lift=5.0), _wood(DARK)])
-    got = greying_max(torch.from_numpy(tiles).permute(0, 3, 1, 2).float(), 16).numpy()
+    got = greying_max(raw_nchw(torch.from_numpy(tiles)), 16).numpy()
     want = [_score(t) for t in tiles]
     np.testing.assert_allclose(got, want, rtol=1e-5)
 

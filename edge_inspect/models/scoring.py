@@ -38,6 +38,11 @@ SCORE_NAMES = GANOMALY_SCORES  # output order of a GANomaly ScoringModel without
 REL_FLOOR = 0.05  # residual_rel's brightness floor (about 13 grey): a near-black tile is not divided by ~0
 
 
+def raw_nchw(tiles: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, T, T, C] -> float32 [B, C, T, T], still 0-255 (what pixel-level scores read)."""
+    return tiles.permute(0, 3, 1, 2).to(torch.float32)
+
+
 def preprocess(tiles: torch.Tensor, brightness: float | None = None) -> torch.Tensor:
     """uint8 [B, T, T, C] -> float32 NCHW in [-1, 1], the decoder's Tanh range (shared with training).
 
@@ -48,7 +53,7 @@ def preprocess(tiles: torch.Tensor, brightness: float | None = None) -> torch.Te
     every part of an unevenly lit width) reaches the model, its loss and the scores at the same
     contrast.
     """
-    x = tiles.permute(0, 3, 1, 2).to(torch.float32)
+    x = raw_nchw(tiles)
     if brightness is not None:
         mean = x.mean(dim=(1, 2, 3), keepdim=True).clamp_min(REL_FLOOR * 255.0)
         x = (x * (brightness * 255.0 / mean)).clamp(0.0, 255.0)
@@ -276,8 +281,7 @@ class ScoringModel(nn.Module):
         if "colour_max" in names:
             got["colour_max"] = self._colour_max(signed, x_hat)
         if "greying_max" in names:
-            got["greying_max"] = greying_max(tiles.permute(0, 3, 1, 2).to(torch.float32),
-                                             residual_kernel_for(self.tile))
+            got["greying_max"] = greying_max(raw_nchw(tiles), residual_kernel_for(self.tile))
         for composite in ("residual_colour", "residual_colour_greying"):
             if composite in names:
                 parts = [self._norm(p, got[p]) for p in COMPOSITE_PARTS[composite]]

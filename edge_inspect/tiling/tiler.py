@@ -80,6 +80,11 @@ def _shade_jump(a: float, b: float, ratio: float = SHADE_JUMP) -> bool:
     return hi > (1.0 + ratio) * max(lo, 1.0)
 
 
+def _shade_step(shades: np.ndarray, y0: int, rising: bool) -> int:
+    """The line where per-line shades from line y0 on step up (`rising`) or down (`_step_at`)."""
+    return _step_at(shades if rising else -shades, y0)
+
+
 def _step_at(vote: np.ndarray, y0: int) -> int:
     """The line of [y0, y0 + 2 blocks) where per-line votes rise from an old level to a new one:
     the split k maximising sqrt(k (n - k) / n) x (mean after k - mean before k), the least-squares
@@ -337,8 +342,8 @@ class Tiler:
         next block) and stays changed for SEAM_CONFIRM more blocks; or None. A change is
         an extent jumping by more than SEAM_JUMP_PX to one a board could have (a block that is no
         plausible board, a sliver beside a dark stain, changes nothing), or, at the same extent,
-        the shade changing by more than SHADE_JUMP, the blocks after it too and alike (butted boards of the same width but of
-        different wood: within one board, the median of three blocks' shades (each the median
+        the shade changing by more than SHADE_JUMP, in the blocks after it too and alike (butted
+        boards of the same width but of different wood: within one board, the median of three blocks' shades (each the median
         of its lines' medians) against the block before changed by at most 0.22 over 430
         synthetic boards, knots and stains included, 0.09 at the 99th percentile); or, at the
         same extent and shade, a joint across the board in the candidate block (`joints.py`)."""
@@ -355,8 +360,9 @@ class Tiler:
             cand, after = ext[-1 - SEAM_CONFIRM], ext[-SEAM_CONFIRM:]
             shade = shades[-1 - SEAM_CONFIRM]
             moved, shaded = _jump(seg.ref, cand), _shade_jump(seg.ref_shade, shade)
-            passing = shaded and any(_shade_jump(shade, a) for a in shades[-SEAM_CONFIRM:])
-            held = shaded and all(_shade_jump(seg.ref_shade, a) for a in shades[-SEAM_CONFIRM:])
+            settled = shades[-SEAM_CONFIRM:]
+            passing = shaded and any(_shade_jump(shade, a) for a in settled)
+            held = shaded and all(_shade_jump(seg.ref_shade, a) for a in settled)
             y0 = y - SEAM_CONFIRM * SEAM_BLOCK - SEAM_BLOCK  # the block before the candidate
             if moved:
                 if not self._plausible(seg.ref, cand) or any(_jump(cand, a) for a in after):
@@ -366,7 +372,7 @@ class Tiler:
                 seg.ref = cand  # a passing stain: the extent follows, the shade waits
                 continue
             elif held:
-                line = self._shade_line(y0, seg.ref_shade, shade, cand)
+                line = _shade_step(self._line_shades(y0, cand), y0, rising=shade > seg.ref_shade)
             else:
                 joint = self._joint_line(seg, y0 + SEAM_BLOCK, cand)
                 if joint is None:
@@ -402,7 +408,7 @@ class Tiler:
 
     def _on_shade_step(self, joint: int, extent: tuple[int, int]) -> int:
         """A joint where the wood's shade also steps by more than SHADE_JUMP (the 32 lines before
-        it against the 32 after) is placed where the shade steps (`_shade_line`), not where the
+        it against the 32 after) is placed where the shade steps (`_shade_step`), not where the
         dip is deepest. Why: the joint can be found in the block that holds both boards, before
         the shade seam is; where one board is much darker and its end shading only a grey level
         or two (seed 86001, board 48: pale wood at 124 butted to dark wood at 28), a line past
@@ -410,18 +416,11 @@ class Tiler:
         y0 = joint - SEAM_BLOCK
         shades = self._line_shades(y0, extent)
         old, new = float(np.median(shades[:SEAM_BLOCK])), float(np.median(shades[SEAM_BLOCK:]))
-        return self._shade_line(y0, old, new, extent, shades) if _shade_jump(old, new) else joint
+        return _shade_step(shades, y0, rising=new > old) if _shade_jump(old, new) else joint
 
     def _line_shades(self, y0: int, extent: tuple[int, int]) -> np.ndarray:
         """The median grey across the board of each line of [y0, y0 + 2 blocks)."""
         return np.median(self._shade_sample(y0, y0 + 2 * SEAM_BLOCK, extent), axis=1)
-
-    def _shade_line(self, y0: int, old: float, new: float, extent: tuple[int, int],
-                    shades: np.ndarray | None = None) -> int:
-        """Where in [y0, y0 + 2 blocks) the wood's shade steps from `old` to `new` (`shades`: the
-        lines' shades when already measured)."""
-        shades = self._line_shades(y0, extent) if shades is None else shades
-        return _step_at(shades if new > old else -shades, y0)
 
     def _plausible(self, old: tuple[int, int], new: tuple[int, int]) -> bool:
         """A board of its own is at least a tile and 30 % of the one before wide; a sliver left
